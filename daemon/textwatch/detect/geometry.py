@@ -1,0 +1,82 @@
+"""Input geometry shared by training and inference: letterbox, tiles, box mapping.
+
+Decision (docs/detector.md): the network sees a *letterboxed* image: the frame is
+scaled by one factor to fit inside the network input, centred, and the border is
+filled with grey 114. Text is wide and thin, and stretching a 16:9 frame into a
+square would squash characters differently for every source aspect ratio; with
+one scale factor a line looks the same to the network whatever the camera. The
+trainer renders its samples through `letterbox` too, so both sides agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+PAD_VALUE = 114
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How a source region was mapped into the network input: x_net = x_src * scale + dx."""
+
+    scale: float
+    dx: float
+    dy: float
+
+    def to_source(self, boxes: np.ndarray) -> np.ndarray:
+        """Map Nx4 xyxy boxes from network-input pixels back to source pixels."""
+        out = boxes.astype(np.float32).copy()
+        out[:, [0, 2]] = (out[:, [0, 2]] - self.dx) / self.scale
+        out[:, [1, 3]] = (out[:, [1, 3]] - self.dy) / self.scale
+        return out
+
+    def to_net(self, boxes: np.ndarray) -> np.ndarray:
+        """Map Nx4 xyxy boxes from source pixels into network-input pixels."""
+        out = boxes.astype(np.float32).copy()
+        out[:, [0, 2]] = out[:, [0, 2]] * self.scale + self.dx
+        out[:, [1, 3]] = out[:, [1, 3]] * self.scale + self.dy
+        return out
+
+
+def letterbox(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, Letterbox]:
+    """Scale `image` to fit width x height keeping its aspect ratio, centre it, pad grey."""
+    h, w = image.shape[:2]
+    scale = min(width / w, height / h)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (new_w, new_h), interpolation=interp)
+    dx, dy = (width - new_w) // 2, (height - new_h) // 2
+    canvas = np.full((height, width, 3), PAD_VALUE, dtype=np.uint8)
+    canvas[dy : dy + new_h, dx : dx + new_w] = resized
+    return canvas, Letterbox(scale, float(dx), float(dy))
+
+
+def tile_origins(length: int, tile: int, overlap: float) -> list[int]:
+    """Start offsets of tiles of size `tile` covering `length` with at least `overlap` shared."""
+    if length <= tile:
+        return [0]
+    step = max(1, int(tile * (1.0 - overlap)))
+    count = int(np.ceil((length - tile) / step)) + 1
+    # Spread the tiles evenly so the last one ends exactly at the border.
+    return [round(i * (length - tile) / (count - 1)) for i in range(count)]
+
+
+def tiles(width: int, height: int, tile: int, overlap: float) -> list[tuple[int, int, int, int]]:
+    """Overlapping square tiles (x1, y1, x2, y2) covering a width x height frame."""
+    size_x, size_y = min(tile, width), min(tile, height)
+    return [
+        (x, y, x + size_x, y + size_y)
+        for y in tile_origins(height, size_y, overlap)
+        for x in tile_origins(width, size_x, overlap)
+    ]
+
+
+def clip_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Clip Nx4 xyxy boxes to the frame [0, width] x [0, height]."""
+    out = boxes.copy()
+    out[:, [0, 2]] = np.clip(out[:, [0, 2]], 0, width)
+    out[:, [1, 3]] = np.clip(out[:, [1, 3]], 0, height)
+    return out
