@@ -1,0 +1,61 @@
+# textwatch: the two commands are `make run` and `make test` (see README.md).
+# Both install what they need on Debian 12 (apt packages, .venv, the package)
+# and are quick when everything is already there.
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SHARED := ../shared
+# torch is an optional extra (training, the torch backend); this pinned CPU build is on
+# the project's machines' disk, an unpinned one would download a multi-GB CUDA build.
+TORCH := torch==2.13.0
+
+APT_PACKAGES := tesseract-ocr tesseract-ocr-eng ffmpeg \
+	fonts-dejavu-core fonts-dejavu-extra fonts-liberation fonts-freefont-ttf fonts-urw-base35 \
+	fonts-crosextra-carlito fonts-crosextra-caladea fonts-roboto fonts-open-sans fonts-lato \
+	fonts-inconsolata fonts-cantarell fonts-noto-mono \
+	python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-tools gstreamer1.0-libav \
+	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly \
+	systemd
+
+.PHONY: run test deps apt venv sample config clean
+
+run: deps
+	@mkdir -p build
+	$(PY) -m textwatch.samples --out build/sample.png
+	@echo "== textwatch image build/sample.png (rendered by textwatch.samples; expected text in build/sample.txt)"
+	$(VENV)/bin/textwatch image build/sample.png
+	@if [ -f $(SHARED)/seed/TestingImage.jpg ]; then \
+		echo "== textwatch image $(SHARED)/seed/TestingImage.jpg (the seed's test image)"; \
+		$(VENV)/bin/textwatch image $(SHARED)/seed/TestingImage.jpg; \
+	fi
+
+test: deps
+	$(PY) -m pytest -q
+
+deps: apt $(VENV)/.installed
+
+# Installs only what is missing; `dpkg -s` on all packages takes well under a second.
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "apt: installing $$missing"; \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[test,torch]'
+	@touch $@
+
+# Regenerate the commented default config from the schema.
+config: $(VENV)/.installed
+	$(PY) -m textwatch.config > config/textwatch.toml
+
+clean:
+	rm -rf build .pytest_cache

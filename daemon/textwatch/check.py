@@ -1,0 +1,45 @@
+"""`textwatch check`: every problem with a config, found before the daemon starts.
+
+Used by systemd's ExecStartPre. Each check returns a list of problems (errors,
+not strings), so all of them are reported at once, one line each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from textwatch.config import Settings
+from textwatch.detect.darknet import check_weights, parse_cfg
+from textwatch.detect.runtime import choose_backend, load_model
+from textwatch.errors import TextwatchError
+from textwatch.recognize import check_languages, find_tessdata, make_engine
+
+
+def check_model(settings: Settings) -> None:
+    model = parse_cfg(settings.detector.cfg)
+    check_weights(model, settings.detector.weights)
+    load_model(settings.detector)
+
+
+def check_backend(settings: Settings) -> None:
+    choose_backend(settings.detector.backend)
+
+
+def check_ocr(settings: Settings) -> None:
+    tessdata = find_tessdata(settings.ocr.tessdata)
+    check_languages(tessdata, settings.ocr.languages)
+    make_engine(settings.ocr).close()
+
+
+CHECKS: list[Callable[[Settings], None]] = [check_model, check_backend, check_ocr]
+
+
+def run_checks(settings: Settings) -> list[TextwatchError]:
+    problems = []
+    for check in CHECKS:
+        try:
+            check(settings)
+        except TextwatchError as err:
+            problems.append(err)
+    return problems
+

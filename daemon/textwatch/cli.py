@@ -1,0 +1,118 @@
+"""The `textwatch` command line.
+
+Every subcommand returns an exit code (errors.ExitCode). A `TextwatchError`
+becomes one line on stderr and its code; anything else is a bug and exits 70
+after logging the traceback, so a user never sees a raw traceback for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from textwatch import __version__
+from textwatch.config import Settings, load_settings
+from textwatch.errors import ExitCode, TextwatchError
+from textwatch.log import get_logger, setup_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="textwatch", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"textwatch {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    image = sub.add_parser("image", help="read the text in image files (the one-shot path)")
+    image.add_argument("paths", nargs="+", type=Path, help="image files or directories of images")
+    image.add_argument("-c", "--config", type=Path, help="config file (default: built-in defaults)")
+    image.add_argument("-o", "--output", type=Path, help="write the text lines to this file instead of stdout")
+    image.add_argument("--json", action="store_true", help="print one JSON object per region")
+    image.add_argument("--annotate", type=Path, help="draw boxes and text into this PNG (a folder for several images)")
+    image.set_defaults(handler=cmd_image)
+
+    check = sub.add_parser("check", help="validate the config and everything it points at")
+    check.add_argument("-c", "--config", type=Path, help="config file (default: built-in defaults)")
+    check.set_defaults(handler=cmd_check)
+
+    bench = sub.add_parser("bench", help="measure speed; prints numbers")
+    bench_sub = bench.add_subparsers(dest="bench", required=True, metavar="WHAT")
+    ocr = bench_sub.add_parser("ocr", help="tesserocr against pytesseract on the same line crops")
+    ocr.add_argument("-c", "--config", type=Path)
+    ocr.add_argument("--crops", type=int, default=40, help="number of distinct line crops")
+    ocr.add_argument("--rounds", type=int, default=3, help="passes of tesserocr over the crops")
+    ocr.set_defaults(handler=cmd_bench_ocr)
+
+    _add_train(sub)
+    return parser
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    """`textwatch train` needs torch (the optional extra); say so instead of failing on import."""
+    train = sub.add_parser("train", help="train the text detector (needs the torch extra)")
+    try:
+        from textwatch.train import trainer
+    except ImportError as err:
+        train.set_defaults(handler=lambda args: _missing_torch(err))
+        return
+    trainer.add_arguments(train)
+    train.set_defaults(handler=trainer.run)
+
+
+def _missing_torch(err: ImportError) -> int:
+    print(f"textwatch: training needs PyTorch ({err}); install with: pip install 'textwatch[torch]'", file=sys.stderr)
+    return ExitCode.UNAVAILABLE
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    return load_settings(getattr(args, "config", None))
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    from textwatch.oneshot_cli import run_images
+
+    return run_images(args, settings_from(args))
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from textwatch.check import run_checks
+
+    try:
+        settings = settings_from(args)
+    except TextwatchError as err:
+        print(f"textwatch check: {err}", file=sys.stderr)
+        return err.exit_code
+    problems = run_checks(settings)
+    for problem in problems:
+        print(f"textwatch check: {problem}", file=sys.stderr)
+    if problems:
+        return max(p.exit_code for p in problems)
+    print("textwatch check: ok")
+    return ExitCode.OK
+
+
+def cmd_bench_ocr(args: argparse.Namespace) -> int:
+    from textwatch.bench import bench_ocr
+
+    result = bench_ocr(settings_from(args).ocr, crops=args.crops, rounds=args.rounds)
+    print(json.dumps(result, indent=2))
+    return ExitCode.OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(["warning", "info", "debug"][min(args.verbose, 2)], process="cli")
+    try:
+        return int(args.handler(args))
+    except TextwatchError as err:
+        print(f"textwatch: {err}", file=sys.stderr)
+        return int(err.exit_code)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return ExitCode.OK
+    except Exception:  # noqa: BLE001 - the last resort: a bug, logged with its traceback
+        get_logger().exception("internal_error")
+        print("textwatch: internal error (a bug); the log above has the details", file=sys.stderr)
+        return int(ExitCode.SOFTWARE)

@@ -1,0 +1,194 @@
+"""The text detector at run time: a darknet YOLOv4-family model through OpenCV DNN.
+
+`Detector.detect_batch(frames)` is the whole job: each frame is cut into views
+(the whole frame, plus overlapping tiles when it is larger than a tile so that
+small text keeps enough pixels), all views go through the network in one
+batched forward, and the boxes of a frame's views are mapped back to frame
+pixels, merged and padded. Geometry is the letterbox of `geometry.py`, the same
+the trainer uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from textwatch.config import DetectorSettings
+from textwatch.detect.darknet import DarknetModel, check_weights, parse_cfg
+from textwatch.detect.geometry import Letterbox, clip_boxes, letterbox, tiles
+from textwatch.detect.merge import merge_line_fragments, nms
+from textwatch.errors import BackendUnavailable, ModelError
+from textwatch.log import get_logger
+
+CUDA_BUILD_HINT = (
+    "PyPI's opencv-python-headless has no CUDA; build one with `make opencv-cuda` "
+    "(docs/operations.md) or use detector.backend = \"torch\" / \"cpu\""
+)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A text region in frame pixels (x2, y2 exclusive) with the detector's confidence."""
+
+    box: tuple[int, int, int, int]
+    confidence: float
+
+    @property
+    def height(self) -> int:
+        return self.box[3] - self.box[1]
+
+
+@dataclass(frozen=True)
+class View:
+    """One network input cut from a frame: which frame, which region, and its letterbox."""
+
+    frame: int
+    region: tuple[int, int, int, int]
+    letterbox: Letterbox
+
+
+def cuda_device_count() -> int:
+    """CUDA devices OpenCV can use (0 for builds without CUDA)."""
+    try:
+        return int(cv2.cuda.getCudaEnabledDeviceCount())
+    except (cv2.error, AttributeError):
+        return 0
+
+
+def choose_backend(requested: str) -> str:
+    """Resolve `auto` and check that an explicit request can be met; never fall back silently."""
+    has_cuda = cuda_device_count() > 0
+    if requested in ("cuda", "cuda-fp16") and not has_cuda:
+        raise BackendUnavailable(
+            f"detector.backend = {requested!r} but this OpenCV {cv2.__version__} build has no CUDA device; "
+            + CUDA_BUILD_HINT
+        )
+    if requested == "opencl" and not cv2.ocl.haveOpenCL():
+        raise BackendUnavailable("detector.backend = 'opencl' but OpenCV finds no OpenCL device")
+    if requested == "torch":
+        raise BackendUnavailable("detector.backend = 'torch' is not available in this build yet")
+    if requested == "auto":
+        return "cuda-fp16" if has_cuda else "cpu"
+    return requested
+
+
+def _apply_backend(net: cv2.dnn.Net, backend: str) -> None:
+    backend_id, target_id = {
+        "cpu": (cv2.dnn.DNN_BACKEND_OPENCV, cv2.dnn.DNN_TARGET_CPU),
+        "opencl": (cv2.dnn.DNN_BACKEND_OPENCV, cv2.dnn.DNN_TARGET_OPENCL),
+        "cuda": (cv2.dnn.DNN_BACKEND_CUDA, cv2.dnn.DNN_TARGET_CUDA),
+        "cuda-fp16": (cv2.dnn.DNN_BACKEND_CUDA, cv2.dnn.DNN_TARGET_CUDA_FP16),
+    }[backend]
+    net.setPreferableBackend(backend_id)
+    net.setPreferableTarget(target_id)
+
+
+def load_model(settings: DetectorSettings) -> tuple[DarknetModel, cv2.dnn.Net]:
+    """Parse the cfg, check the weights' size, then let OpenCV read both."""
+    model = parse_cfg(settings.cfg)
+    check_weights(model, settings.weights)
+    try:
+        net = cv2.dnn.readNetFromDarknet(str(settings.cfg), str(settings.weights))
+    except cv2.error as err:
+        first = str(err).strip().splitlines()[-1] if str(err).strip() else "unknown error"
+        raise ModelError(f"OpenCV could not load {settings.cfg.name}: {first}") from None
+    return model, net
+
+
+class Detector:
+    """YOLOv4-family text detector; one per process (the network is not thread-safe)."""
+
+    def __init__(self, settings: DetectorSettings) -> None:
+        self.settings = settings
+        self.model, self.net = load_model(settings)
+        self.backend = choose_backend(settings.backend)
+        _apply_backend(self.net, self.backend)
+        self.output_names = list(self.net.getUnconnectedOutLayersNames())
+        self.input_size = (self.model.width, self.model.height)
+        get_logger().info(
+            "detector_ready",
+            cfg=str(settings.cfg),
+            backend=self.backend,
+            requested=settings.backend,
+            input=f"{self.model.width}x{self.model.height}",
+        )
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        return self.detect_batch([frame])[0]
+
+    def detect_batch(self, frames: list[np.ndarray]) -> list[list[Detection]]:
+        """Detect text in several frames with one batched forward over all their views."""
+        views, inputs = self._views(frames)
+        raw = self._forward(inputs)
+        per_frame: list[list[np.ndarray]] = [[] for _ in frames]
+        for view, rows in zip(views, raw):
+            per_frame[view.frame].append(self._view_boxes(view, rows))
+        return [self._finish(np.concatenate(parts), frame) for parts, frame in zip(per_frame, frames)]
+
+    def _views(self, frames: list[np.ndarray]) -> tuple[list[View], list[np.ndarray]]:
+        """The whole frame of each frame, plus its tiles when tiling applies."""
+        width, height = self.input_size
+        views, inputs = [], []
+        for index, frame in enumerate(frames):
+            for region in self._regions(frame):
+                x1, y1, x2, y2 = region
+                image, box = letterbox(frame[y1:y2, x1:x2], width, height)
+                views.append(View(index, region, box))
+                inputs.append(image)
+        return views, inputs
+
+    def _regions(self, frame: np.ndarray) -> list[tuple[int, int, int, int]]:
+        h, w = frame.shape[:2]
+        whole = [(0, 0, w, h)]
+        s = self.settings
+        larger = max(w, h) > s.tile_size * 1.25
+        if s.tiling == "off" or (s.tiling == "auto" and not larger):
+            return whole
+        parts = tiles(w, h, s.tile_size, s.tile_overlap)
+        return whole + [p for p in parts if p != whole[0]]
+
+    def _forward(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Rows [cx, cy, w, h, objectness, class scores...] per view, normalised to the net input."""
+        width, height = self.input_size
+        blob = cv2.dnn.blobFromImages(inputs, 1 / 255.0, (width, height), swapRB=True, crop=False)
+        self.net.setInput(blob)
+        outputs = self.net.forward(self.output_names)
+        columns = outputs[0].shape[-1]
+        shaped = [out.reshape(len(inputs), -1, columns) for out in outputs]
+        return [np.concatenate([out[i] for out in shaped]) for i in range(len(inputs))]
+
+    def _view_boxes(self, view: View, rows: np.ndarray) -> np.ndarray:
+        """Confident rows of one view as [x1, y1, x2, y2, score] in frame pixels."""
+        scores = rows[:, 5:].max(axis=1) if rows.shape[1] > 5 else rows[:, 4]
+        keep = scores >= self.settings.confidence
+        rows, scores = rows[keep], scores[keep]
+        width, height = self.input_size
+        cx, cy = rows[:, 0] * width, rows[:, 1] * height
+        bw, bh = rows[:, 2] * width, rows[:, 3] * height
+        net_boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1)
+        boxes = view.letterbox.to_source(net_boxes) if len(rows) else np.zeros((0, 4), np.float32)
+        x1, y1, x2, y2 = view.region
+        boxes = clip_boxes(boxes, x2 - x1, y2 - y1) + np.array([x1, y1, x1, y1], np.float32)
+        return np.concatenate([boxes, scores[:, None].astype(np.float32)], axis=1)
+
+    def _finish(self, candidates: np.ndarray, frame: np.ndarray) -> list[Detection]:
+        """NMS over all views, merge fragments of one line, pad, clip, drop tiny boxes."""
+        h, w = frame.shape[:2]
+        kept = nms(candidates, self.settings.nms)
+        merged = merge_line_fragments(kept)
+        detections = []
+        for x1, y1, x2, y2, score in merged:
+            if y2 - y1 < self.settings.min_box_height:
+                continue
+            pad = self.settings.padding * (y2 - y1)
+            box = (
+                int(max(0, np.floor(x1 - pad))),
+                int(max(0, np.floor(y1 - pad))),
+                int(min(w, np.ceil(x2 + pad))),
+                int(min(h, np.ceil(y2 + pad))),
+            )
+            if box[2] > box[0] and box[3] > box[1]:
+                detections.append(Detection(box, float(score)))
+        return detections

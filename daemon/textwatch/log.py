@@ -1,0 +1,47 @@
+"""Logging: structlog JSON lines on stderr under systemd, console-pretty on a terminal.
+
+Each process binds its identity (`process=` name) once, so every line says who
+wrote it. Secrets never reach a log line: camera URLs go through `redact_url`
+before they are bound or formatted.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+
+import structlog
+
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+
+
+def redact_url(text: str) -> str:
+    """Replace `user:password@` in any URL inside `text` with `***@`."""
+    return _CREDENTIALS.sub(r"\g<scheme>***@", text)
+
+
+def setup_logging(level: str = "warning", process: str = "cli", json: bool | None = None) -> None:
+    """Configure structlog for this process; JSON unless stderr is a terminal."""
+    as_json = (not sys.stderr.isatty()) if json is None else json
+    renderer = (
+        structlog.processors.JSONRenderer()
+        if as_json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    structlog.contextvars.bind_contextvars(process=process)
+
+
+def get_logger(**bound: object) -> structlog.typing.FilteringBoundLogger:
+    return structlog.get_logger(**bound)

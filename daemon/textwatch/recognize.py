@@ -1,0 +1,254 @@
+"""Reading text crops with Tesseract.
+
+One `Recognizer` per process owns one engine. The default engine, tesserocr,
+keeps a single Tesseract instance alive for the life of the process (model
+loading costs ~100 ms; a line crop then costs a few ms). pytesseract is kept as
+an option behind the same interface; it starts a `tesseract` process per call.
+
+A reading has a status: "text" (something legible), "empty" (Tesseract ran and
+found nothing worth keeping) or "failed" (the engine raised). The three are
+never conflated: an empty string is not an error, and an error is not "".
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+import cv2
+import numpy as np
+
+from textwatch.config import OcrSettings
+from textwatch.errors import BackendUnavailable
+
+# Tesseract parallelises one page over OpenMP threads; with one process per core
+# that only adds contention, so every worker runs it single-threaded.
+os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+
+Status = Literal["text", "empty", "failed"]
+_SPACES = re.compile(r"\s+")
+_ALNUM = re.compile(r"[^\W_]", re.UNICODE)
+BLANK_STD = 3.0  # grey-level standard deviation below which a crop is blank
+BORDER = 12  # white margin around a crop: Tesseract reads poorly at the edge
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str
+    confidence: float  # 0..100, Tesseract's own
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The result of reading one crop."""
+
+    status: Status
+    text: str = ""
+    confidence: float = 0.0  # mean word confidence, 0..100
+    words: tuple[Word, ...] = field(default_factory=tuple)
+    error: str | None = None
+
+
+class Engine(Protocol):
+    name: str
+
+    def read_words(self, image: np.ndarray) -> list[Word]:
+        """Words of a preprocessed 8-bit grayscale image; raises on engine failure."""
+        ...
+
+
+def find_tessdata(configured: Path | None) -> Path:
+    """The tessdata folder: configured, else $TESSDATA_PREFIX, else the tesseract binary's own.
+
+    tesserocr wheels bundle their own libtesseract without a default data path, so
+    we always pass one explicitly.
+    """
+    candidates: list[Path] = []
+    if configured is not None:
+        candidates.append(configured)
+    elif os.environ.get("TESSDATA_PREFIX"):
+        candidates.append(Path(os.environ["TESSDATA_PREFIX"]))
+    else:
+        candidates += _tessdata_from_binary()
+        candidates += sorted(Path("/usr/share/tesseract-ocr").glob("*/tessdata"), reverse=True)
+        candidates += [Path("/usr/share/tessdata"), Path("/usr/local/share/tessdata")]
+    for candidate in candidates:
+        if any(candidate.glob("*.traineddata")):
+            return candidate
+    where = ", ".join(str(c) for c in candidates) or "nowhere"
+    raise BackendUnavailable(
+        f"no Tesseract language data found (looked in {where}); install tesseract-ocr-eng "
+        "or set ocr.tessdata"
+    )
+
+
+def _tessdata_from_binary() -> list[Path]:
+    binary = shutil.which("tesseract")
+    if binary is None:
+        return []
+    try:
+        out = subprocess.run(
+            [binary, "--list-langs"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    match = re.search(r'"([^"]+)"', out)
+    return [Path(match.group(1))] if match else []
+
+
+def check_languages(tessdata: Path, languages: str) -> None:
+    """Raise BackendUnavailable naming every language Tesseract lacks."""
+    missing = [lang for lang in languages.split("+") if not (tessdata / f"{lang}.traineddata").is_file()]
+    if missing:
+        raise BackendUnavailable(
+            f"Tesseract language data missing for {', '.join(missing)} in {tessdata} "
+            f"(install tesseract-ocr-{missing[0]} or fix ocr.languages)"
+        )
+
+
+class TesserocrEngine:
+    """One persistent Tesseract through tesserocr's C API binding."""
+
+    name = "tesserocr"
+
+    def __init__(self, tessdata: Path, languages: str, psm: int) -> None:
+        try:
+            import tesserocr
+        except ImportError as err:  # pragma: no cover - a dependency of the package
+            raise BackendUnavailable(f"tesserocr is not importable: {err}") from None
+        self._tesserocr = tesserocr
+        try:
+            self._api = tesserocr.PyTessBaseAPI(
+                path=str(tessdata) + "/", lang=languages, psm=psm, oem=tesserocr.OEM.LSTM_ONLY
+            )
+        except RuntimeError as err:
+            raise BackendUnavailable(f"Tesseract failed to start with {languages!r}: {err}") from None
+
+    def read_words(self, image: np.ndarray) -> list[Word]:
+        h, w = image.shape[:2]
+        self._api.SetImageBytes(np.ascontiguousarray(image).tobytes(), w, h, 1, w)
+        self._api.Recognize()
+        words = []
+        iterator = self._api.GetIterator()
+        level = self._tesserocr.RIL.WORD
+        for item in self._tesserocr.iterate_level(iterator, level):
+            text = item.GetUTF8Text(level)
+            if text:
+                words.append(Word(text, float(item.Confidence(level))))
+        return words
+
+    def close(self) -> None:
+        self._api.End()
+
+
+class PytesseractEngine:
+    """Tesseract through its command-line program, one process per crop."""
+
+    name = "pytesseract"
+
+    def __init__(self, tessdata: Path, languages: str, psm: int) -> None:
+        import pytesseract
+
+        if shutil.which("tesseract") is None:
+            raise BackendUnavailable("the tesseract program is not on PATH (install tesseract-ocr)")
+        self._pytesseract = pytesseract
+        self._config = f'--psm {psm} --oem 1 --tessdata-dir "{tessdata}"'
+        self._languages = languages
+
+    def read_words(self, image: np.ndarray) -> list[Word]:
+        data = self._pytesseract.image_to_data(
+            image, lang=self._languages, config=self._config, output_type=self._pytesseract.Output.DICT
+        )
+        return [
+            Word(text, float(conf))
+            for text, conf in zip(data["text"], data["conf"])
+            if text.strip() and float(conf) >= 0
+        ]
+
+    def close(self) -> None:
+        pass
+
+
+def make_engine(settings: OcrSettings) -> TesserocrEngine | PytesseractEngine:
+    tessdata = find_tessdata(settings.tessdata)
+    check_languages(tessdata, settings.languages)
+    engine_type = TesserocrEngine if settings.engine == "tesserocr" else PytesseractEngine
+    return engine_type(tessdata, settings.languages, settings.psm)
+
+
+def preprocess(crop: np.ndarray, settings: OcrSettings, text_height: float | None = None) -> np.ndarray:
+    """Turn a BGR or gray crop into what Tesseract reads best: dark text on white, ~36 px high.
+
+    `text_height` is the estimated text height in crop pixels (default: the crop's
+    height, which over-estimates by the detector's padding).
+    """
+    gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if crop.ndim == 3 else crop
+    scale = np.clip(settings.text_height / max(1.0, text_height or gray.shape[0]), 0.25, 6.0)
+    if abs(scale - 1.0) > 0.05:
+        interp = cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA
+        gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=interp)
+    threshold, binary = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    if settings.invert_light_on_dark and is_light_on_dark(binary):
+        gray, binary = 255 - gray, 255 - binary
+    image = binary if settings.binarize else gray
+    return cv2.copyMakeBorder(image, BORDER, BORDER, BORDER, BORDER, cv2.BORDER_REPLICATE)
+
+
+def is_light_on_dark(binary: np.ndarray) -> bool:
+    """True when the background (the majority class after Otsu, judged on the border) is dark."""
+    border = np.concatenate([binary[0], binary[-1], binary[:, 0], binary[:, -1]])
+    return float(border.mean()) < 127.5
+
+
+def is_blank(crop: np.ndarray) -> bool:
+    """A crop without contrast holds no text; Tesseract would invent some ("ee") on it."""
+    return float(crop.std()) < BLANK_STD
+
+
+def clean_text(words: list[Word]) -> str:
+    """Join words, collapse newlines and runs of spaces (as the seed did)."""
+    return _SPACES.sub(" ", " ".join(w.text for w in words)).strip()
+
+
+def is_noise(text: str) -> bool:
+    """Pure-noise readings: nothing alphanumeric, or a lone character."""
+    alnum = len(_ALNUM.findall(text))
+    return alnum == 0 or (len(text) <= 1)
+
+
+class Recognizer:
+    """Preprocess, run the engine, clean, classify. One per process."""
+
+    def __init__(self, settings: OcrSettings) -> None:
+        self.settings = settings
+        self.engine = make_engine(settings)
+
+    def read(self, crop: np.ndarray, text_height: float | None = None) -> Reading:
+        if crop.size == 0 or min(crop.shape[:2]) < 2:
+            return Reading("failed", error=f"crop too small: {crop.shape[1]}x{crop.shape[0]}")
+        if is_blank(crop):
+            return Reading("empty")
+        image = preprocess(crop, self.settings, text_height)
+        try:
+            words = self.engine.read_words(image)
+        except Exception as err:  # noqa: BLE001 - any engine failure is a "failed" reading, counted
+            return Reading("failed", error=f"{type(err).__name__}: {err}")
+        return classify(words, self.settings.min_confidence)
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def classify(words: list[Word], min_confidence: float) -> Reading:
+    """Clean the words into a Reading: "text" when legible, else "empty"."""
+    words = [w for w in words if w.text.strip()]
+    text = clean_text(words)
+    confidence = float(np.mean([w.confidence for w in words])) if words else 0.0
+    if not text or is_noise(text) or confidence < min_confidence:
+        return Reading("empty", text="", confidence=confidence, words=tuple(words))
+    return Reading("text", text=text, confidence=confidence, words=tuple(words))

@@ -1,0 +1,72 @@
+"""Darknet cfg texts and random weights for tests (written by the tests, never downloaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from textwatch.detect.darknet import parse_cfg
+
+ANCHORS = "10,14, 23,27, 37,58, 81,82, 135,169, 344,319"
+
+
+def _conv(filters: int, size: int, stride: int = 1, act: str = "leaky", bn: bool = True) -> str:
+    bn_line = "batch_normalize=1\n" if bn else ""
+    return f"[convolutional]\n{bn_line}filters={filters}\nsize={size}\nstride={stride}\npad=1\nactivation={act}\n\n"
+
+
+def _csp_block(filters: int) -> str:
+    """yolov4-tiny's route-groups block: conv, half, conv, conv, concat, conv, concat, pool."""
+    return (
+        _conv(filters, 3)
+        + "[route]\nlayers=-1\ngroups=2\ngroup_id=1\n\n"
+        + _conv(filters // 2, 3)
+        + _conv(filters // 2, 3)
+        + "[route]\nlayers=-1,-2\n\n"
+        + _conv(filters, 1)
+        + "[route]\nlayers=-6,-1\n\n"
+        + "[maxpool]\nsize=2\nstride=2\n\n"
+    )
+
+
+def _yolo(mask: str, classes: int) -> str:
+    return (
+        f"[yolo]\nmask={mask}\nanchors={ANCHORS}\nclasses={classes}\nnum=6\n"
+        "scale_x_y=1.05\nignore_thresh=.7\ntruth_thresh=1\n\n"
+    )
+
+
+def yolov4_tiny_cfg(width: int = 416, height: int = 416, classes: int = 1) -> str:
+    """The standard yolov4-tiny topology (two heads, strides 32 and 16)."""
+    out = 3 * (classes + 5)
+    return (
+        f"[net]\nbatch=1\nwidth={width}\nheight={height}\nchannels=3\n\n"
+        + _conv(32, 3, 2)
+        + _conv(64, 3, 2)
+        + _csp_block(64)
+        + _csp_block(128)
+        + _csp_block(256)
+        + _conv(512, 3)
+        + _conv(256, 1)
+        + _conv(512, 3)
+        + _conv(out, 1, act="linear", bn=False)
+        + _yolo("3,4,5", classes)
+        + "[route]\nlayers=-4\n\n"
+        + _conv(128, 1)
+        + "[upsample]\nstride=2\n\n"
+        + "[route]\nlayers=-1,23\n\n"
+        + _conv(256, 3)
+        + _conv(out, 1, act="linear", bn=False)
+        + _yolo("0,1,2", classes)
+    )
+
+
+def write_random_weights(cfg: Path, weights: Path, seed: int = 0, truncate: int = 0) -> None:
+    """Darknet weights of the right size with plausible values (positive BN variances)."""
+    count = parse_cfg(cfg).parameter_count()
+    rng = np.random.default_rng(seed)
+    values = (rng.standard_normal(count) * 0.05).astype("<f4")
+    header = np.array([0, 2, 5], dtype="<i4").tobytes() + np.array([0], dtype="<u8").tobytes()
+    data = header + values.tobytes()
+    weights.write_bytes(data[: len(data) - truncate] if truncate else data)

@@ -1,0 +1,57 @@
+"""The config schema: strict, typed, documented by the default file."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import ROOT, run_cli
+from textwatch.config import DEFAULT_CONFIG, load_settings, render_default_config
+from textwatch.errors import ConfigError, ExitCode
+
+
+def test_default_file_is_generated_from_the_schema() -> None:
+    assert DEFAULT_CONFIG.read_text() == render_default_config(), "run `make config` after changing the schema"
+
+
+def test_default_file_equals_builtin_defaults() -> None:
+    from_file = load_settings(DEFAULT_CONFIG).model_dump(exclude={"source"})
+    assert from_file == load_settings(None).model_dump(exclude={"source"})
+
+
+def test_relative_paths_resolve_against_the_config_folder(write_config) -> None:
+    path = write_config('[detector]\ncfg = "models/x.cfg"\n')
+    assert load_settings(path).detector.cfg == path.parent / "models" / "x.cfg"
+    assert load_settings(None).detector.cfg == ROOT / "backup" / "textwatch-tiny.cfg"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[detector]\nconfidense = 0.5\n', "unknown key 'detector.confidense'"),
+        ('[camera]\nurl = "x"\n', "unknown key 'camera'"),
+        ('[detector]\nconfidence = "high"\n', "'detector.confidence'"),
+        ('[detector]\nconfidence = 1.5\n', "'detector.confidence'"),
+        ('[ocr]\nengine = "easyocr"\n', "'ocr.engine'"),
+        ('[ocr]\nlanguages = "eng; rm -rf"\n', "'ocr.languages'"),
+        ("[detector\n", "not valid TOML"),
+    ],
+)
+def test_bad_config_is_one_clear_error(write_config, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_settings(write_config(text))
+
+
+def test_bad_config_exits_78_with_one_line(write_config, tmp_path) -> None:
+    path = write_config('[detector]\nconfidense = 0.5\n')
+    image = tmp_path / "x.png"
+    for args in (["check", "-c", str(path)], ["image", "-c", str(path), str(image)]):
+        result = run_cli(*args)
+        assert result.returncode == ExitCode.CONFIG, result.stderr
+        assert result.stderr.count("\n") == 1 and "unknown key 'detector.confidense'" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_missing_config_file(tmp_path) -> None:
+    result = run_cli("check", "-c", str(tmp_path / "nope.toml"))
+    assert result.returncode == ExitCode.CONFIG
+    assert "config file not found" in result.stderr

@@ -1,0 +1,161 @@
+"""The OpenCV detector runtime: model checks, backend choice, decoding and box merging."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import shared_path
+from cfgs import write_random_weights
+from textwatch.config import DetectorSettings
+from textwatch.detect.darknet import check_weights, parse_cfg
+from textwatch.detect.merge import merge_line_fragments, reading_order
+from textwatch.detect.runtime import Detector, choose_backend, cuda_device_count
+from textwatch.errors import BackendUnavailable, ModelError
+
+# A network whose output does not depend on the image: a 32x32 max-pool makes a
+# 2x2 grid, and a 1x1 convolution with zero weights outputs its biases. Every
+# cell then predicts the same box, so the decoded boxes can be computed by hand.
+CONSTANT_CFG = """\
+[net]
+width=64
+height=64
+channels=3
+
+[maxpool]
+size=32
+stride=32
+
+[convolutional]
+filters=6
+size=1
+stride=1
+pad=1
+activation=linear
+
+[yolo]
+mask=0
+anchors=40,20
+classes=1
+num=1
+scale_x_y=1.0
+"""
+
+
+def constant_model(folder: Path, objectness_logit: float) -> DetectorSettings:
+    cfg, weights = folder / "constant.cfg", folder / "constant.weights"
+    cfg.write_text(CONSTANT_CFG)
+    biases = np.array([0, 0, 0, 0, objectness_logit, 10.0], dtype="<f4")  # tx ty tw th obj cls
+    kernel = np.zeros(6 * 3, dtype="<f4")
+    header = np.array([0, 2, 5], "<i4").tobytes() + np.array([0], "<u8").tobytes()
+    weights.write_bytes(header + biases.tobytes() + kernel.tobytes())
+    return DetectorSettings(cfg=cfg, weights=weights, backend="cpu", padding=0.0, tiling="off", confidence=0.5)
+
+
+def test_decoding_maps_boxes_back_through_the_letterbox(tmp_path) -> None:
+    """Hand-computed boxes: 128x64 frame -> letterbox scale 0.5, dy 16 -> net 64x64, 2x2 grid."""
+    detector = Detector(constant_model(tmp_path, objectness_logit=3.0))
+    frame = np.zeros((64, 128, 3), np.uint8)
+    found = detector.detect(frame)
+    # Net-space boxes are 40x20 centred on (16|48, 16|48); the two in a row overlap
+    # horizontally and merge into one line. Row y=16: 6..26 net -> (6-16)/0.5 = -20 -> clipped 0,
+    # (26-16)/0.5 = 20. Row y=48: 38..58 -> 44..84 -> clipped 64. x: -4..68 net -> -8..136 -> 0..128.
+    boxes = sorted(d.box for d in found)
+    assert boxes == [(0, 0, 128, 20), (0, 44, 128, 64)]
+    confidence = 1 / (1 + np.exp(-3.0)) * 1 / (1 + np.exp(-10.0))
+    assert all(abs(d.confidence - confidence) < 1e-3 for d in found)
+
+
+def test_confidence_threshold_drops_weak_boxes(tmp_path) -> None:
+    detector = Detector(constant_model(tmp_path, objectness_logit=-3.0))
+    assert detector.detect(np.zeros((64, 64, 3), np.uint8)) == []
+
+
+def test_batch_equals_single(tiny_model) -> None:
+    cfg, weights = tiny_model
+    detector = Detector(DetectorSettings(cfg=cfg, weights=weights, backend="cpu", confidence=0.05, tiling="off"))
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 255, (300, 500, 3), dtype=np.uint8) for _ in range(3)]
+    batched = detector.detect_batch(frames)
+    assert batched == [detector.detect(f) for f in frames]
+
+
+def test_tiling_adds_views_for_large_frames(tiny_model) -> None:
+    cfg, weights = tiny_model
+    detector = Detector(DetectorSettings(cfg=cfg, weights=weights, backend="cpu", tile_size=640))
+    views, _ = detector._views([np.zeros((720, 1280, 3), np.uint8), np.zeros((480, 640, 3), np.uint8)])
+    regions = [v.region for v in views if v.frame == 0]
+    assert regions[0] == (0, 0, 1280, 720) and len(regions) > 1
+    assert all(x2 - x1 == 640 and y2 - y1 == 640 for x1, y1, x2, y2 in regions[1:])
+    assert [v.region for v in views if v.frame == 1] == [(0, 0, 640, 480)]
+
+
+def test_weights_size_mismatch_names_both_sizes(tiny_model, tmp_path) -> None:
+    cfg, _ = tiny_model
+    short = tmp_path / "short.weights"
+    write_random_weights(cfg, short, truncate=100)
+    expected = 20 + 4 * parse_cfg(cfg).parameter_count()
+    with pytest.raises(ModelError, match=f"is {expected - 100} bytes but tiny.cfg needs {expected}"):
+        check_weights(parse_cfg(cfg), short)
+
+
+def test_not_a_darknet_cfg(tmp_path) -> None:
+    bogus = tmp_path / "model.cfg"
+    bogus.write_text("<html>not a model</html>\n")
+    with pytest.raises(ModelError, match="not a darknet cfg"):
+        parse_cfg(bogus)
+    bogus.write_text("[net]\nwidth=32\n[resnet]\nx=1\n")
+    with pytest.raises(ModelError, match="unsupported section type"):
+        parse_cfg(bogus)
+    bogus.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(ModelError, match="not readable text"):
+        parse_cfg(bogus)
+
+
+def test_seed_full_yolov4_cfg_parses_and_loads(tmp_path) -> None:
+    """The seed's own cfg: three heads at strides 8/16/32, loadable with matching weights."""
+    seed_cfg = shared_path("seed", "text.cfg")
+    cfg = tmp_path / "text.cfg"
+    shutil.copy(seed_cfg, cfg)
+    model = parse_cfg(cfg)
+    assert [h.stride for h in model.heads()] == [8, 16, 32]
+    assert [h.scale_x_y for h in model.heads()] == [1.2, 1.1, 1.05]
+    weights = tmp_path / "text.weights"
+    write_random_weights(cfg, weights)
+    assert check_weights(model, weights) == weights.stat().st_size
+    cv2.dnn.readNetFromDarknet(str(cfg), str(weights))  # OpenCV agrees on the size
+
+
+@pytest.mark.skipif(cuda_device_count() > 0, reason="this OpenCV has CUDA; the error path cannot be reached")
+@pytest.mark.parametrize("backend", ["cuda", "cuda-fp16"])
+def test_cuda_request_without_cuda_fails_at_start(backend: str) -> None:
+    with pytest.raises(BackendUnavailable, match="has no CUDA device.*make opencv-cuda"):
+        choose_backend(backend)
+
+
+def test_auto_backend_picks_what_exists() -> None:
+    assert choose_backend("auto") == ("cuda-fp16" if cuda_device_count() else "cpu")
+
+
+def test_overlapping_fragments_of_one_line_merge() -> None:
+    """Pins the seed's Drawback 2: overlapping boxes on small text stay separate after NMS."""
+    fragments = np.array(
+        [
+            [100, 50, 160, 62, 0.9],  # left half of a small line
+            [150, 51, 230, 62, 0.8],  # right half, overlapping it
+            [102, 52, 140, 61, 0.4],  # a piece inside the first
+            [100, 80, 230, 92, 0.7],  # the next line: must stay separate
+        ],
+        dtype=np.float32,
+    )
+    merged = merge_line_fragments(fragments)
+    assert sorted(tuple(map(int, row[:4])) for row in merged) == [(100, 50, 230, 62), (100, 80, 230, 92)]
+
+
+def test_reading_order_is_lines_then_left_to_right() -> None:
+    boxes = [(300, 12, 400, 30), (10, 10, 100, 30), (10, 50, 100, 70), (120, 8, 200, 28)]
+    assert reading_order(boxes) == [1, 3, 0, 2]

@@ -1,0 +1,94 @@
+"""The recognizer with the real Tesseract: rendered lines, real scanned lines, status kinds."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import shared_path
+from textwatch.config import OcrSettings
+from textwatch.errors import BackendUnavailable
+from textwatch.recognize import Recognizer, Word, classify, is_light_on_dark, preprocess
+from textwatch.samples import SERIF, line_crop
+
+
+@pytest.fixture(scope="module", params=["tesserocr", "pytesseract"])
+def recognizer(request):
+    rec = Recognizer(OcrSettings(engine=request.param))
+    yield rec
+    rec.close()
+
+
+@pytest.mark.parametrize("text", ["Sample Text", "Invoice 4471 due 2026-12-01", "EXIT"])
+def test_reads_rendered_lines(recognizer: Recognizer, text: str) -> None:
+    reading = recognizer.read(line_crop(text, height=40))
+    assert reading.status == "text"
+    assert reading.text == text
+    assert reading.words and all(0 <= w.confidence <= 100 for w in reading.words)
+    assert reading.confidence > 50
+
+
+@pytest.mark.parametrize("height", [18, 24, 120])
+def test_small_and_large_text_is_rescaled(height: int) -> None:
+    rec = Recognizer(OcrSettings())
+    try:
+        assert rec.read(line_crop("Total amount 318", height=height, face=SERIF)).text == "Total amount 318"
+    finally:
+        rec.close()
+
+
+def test_light_on_dark_is_inverted() -> None:
+    crop = line_crop("Platform 9", height=40, inverted=True)
+    settings = OcrSettings()
+    image = preprocess(crop, settings)
+    assert not is_light_on_dark(cv2.threshold(image, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)[1])
+    rec = Recognizer(settings)
+    try:
+        assert rec.read(crop).text == "Platform 9"
+    finally:
+        rec.close()
+
+
+def test_blank_crop_is_empty_not_failed(recognizer: Recognizer) -> None:
+    reading = recognizer.read(np.full((40, 200, 3), 255, np.uint8))
+    assert reading.status == "empty" and reading.text == "" and reading.error is None
+
+
+def test_degenerate_crop_is_failed_not_empty(recognizer: Recognizer) -> None:
+    reading = recognizer.read(np.zeros((1, 50, 3), np.uint8))
+    assert reading.status == "failed" and reading.error
+
+
+def test_noise_is_dropped() -> None:
+    assert classify([Word("~", 40.0), Word("|", 30.0)], 0.0).status == "empty"
+    assert classify([Word("a", 90.0)], 0.0).status == "empty"
+    assert classify([Word("ok", 90.0), Word("\n\n", 0.0), Word("go", 80.0)], 0.0).text == "ok go"
+    assert classify([Word("ok", 20.0)], 50.0).status == "empty"
+
+
+def test_missing_language_is_a_clear_error() -> None:
+    with pytest.raises(BackendUnavailable, match="language data missing for xyz"):
+        Recognizer(OcrSettings(languages="eng+xyz"))
+
+
+def test_reads_real_receipt_lines() -> None:
+    """Real scanned text: SROIE receipt lines cut by their ground-truth boxes (shared/eval)."""
+    folder = shared_path("eval", "sroie_receipts")
+    record = json.loads((folder / "manifest.jsonl").read_text().splitlines()[0])
+    image = cv2.imread(str(folder / record["image"]))
+    rec = Recognizer(OcrSettings())
+    good = total = 0
+    try:
+        for line in record["lines"][:15]:
+            x1, y1, x2, y2 = line["box"]
+            pad = max(2, (y2 - y1) // 5)
+            crop = image[max(0, y1 - pad) : y2 + pad, max(0, x1 - pad) : x2 + pad]
+            reading = rec.read(crop)
+            total += 1
+            good += reading.text.upper().replace(" ", "") == line["text"].upper().replace(" ", "")
+    finally:
+        rec.close()
+    assert good >= total * 0.6, f"only {good}/{total} receipt lines read exactly"
