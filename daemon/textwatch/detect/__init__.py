@@ -1,0 +1,1 @@
+"""Text detection: darknet cfg parsing, letterbox geometry, the OpenCV DNN runtime, box merging."""
