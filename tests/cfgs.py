@@ -63,10 +63,21 @@ def yolov4_tiny_cfg(width: int = 416, height: int = 416, classes: int = 1) -> st
 
 
 def write_random_weights(cfg: Path, weights: Path, seed: int = 0, truncate: int = 0) -> None:
-    """Darknet weights of the right size with plausible values (positive BN variances)."""
-    count = parse_cfg(cfg).parameter_count()
+    """Darknet weights of the right size with plausible values (BN variances positive)."""
+    model = parse_cfg(cfg)
     rng = np.random.default_rng(seed)
-    values = (rng.standard_normal(count) * 0.05).astype("<f4")
-    header = np.array([0, 2, 5], dtype="<i4").tobytes() + np.array([0], dtype="<u8").tobytes()
-    data = header + values.tobytes()
+    parts = [np.array([0, 2, 5], dtype="<i4").tobytes(), np.array([0], dtype="<u8").tobytes()]
+    for layer in model.layers:
+        if layer.kind != "convolutional":
+            continue
+        sec = layer.section
+        filters, size, groups = sec.int("filters", 1), sec.int("size", 1), sec.int("groups", 1)
+        in_ch = model.layers[layer.index - 1].out_channels if layer.index else model.channels
+        values = [rng.normal(0, 0.1, filters)]  # biases
+        if sec.int("batch_normalize", 0):
+            values += [rng.uniform(0.5, 1.5, filters), rng.normal(0, 0.1, filters), rng.uniform(0.5, 2.0, filters)]
+        fan_in = in_ch // groups * size * size
+        values.append(rng.normal(0, 1.0 / np.sqrt(fan_in), filters * fan_in))
+        parts.append(np.concatenate(values).astype("<f4").tobytes())
+    data = b"".join(parts)
     weights.write_bytes(data[: len(data) - truncate] if truncate else data)

@@ -20,6 +20,9 @@ from textwatch.detect.runtime import Detection, Detector
 from textwatch.errors import InputError, InputMissing
 from textwatch.recognize import Reading, Recognizer
 
+# We enforce image.max_pixels ourselves, from the header, with a clear error.
+Image.MAX_IMAGE_PIXELS = None
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pbm", ".pgm", ".ppm"}
 
 
