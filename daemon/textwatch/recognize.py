@@ -123,8 +123,14 @@ class TesserocrEngine:
             raise BackendUnavailable(f"tesserocr is not importable: {err}") from None
         self._tesserocr = tesserocr
         try:
+            # We invert light-on-dark crops ourselves; Tesseract's own retry on an
+            # inverted copy (tessedit_do_invert) would double the cost of every hard crop.
             self._api = tesserocr.PyTessBaseAPI(
-                path=str(tessdata) + "/", lang=languages, psm=psm, oem=tesserocr.OEM.LSTM_ONLY
+                path=str(tessdata) + "/",
+                lang=languages,
+                psm=psm,
+                oem=tesserocr.OEM.LSTM_ONLY,
+                variables={"tessedit_do_invert": "0"},
             )
         except RuntimeError as err:
             raise BackendUnavailable(f"Tesseract failed to start with {languages!r}: {err}") from None
