@@ -13,6 +13,7 @@ file from this schema, and a test keeps the two identical.
 from __future__ import annotations
 
 import tomllib
+import typing
 from pathlib import Path
 from typing import Literal
 
@@ -70,6 +71,53 @@ class OcrSettings(Strict):
     )
 
 
+class CameraSettings(Strict):
+    id: str = Field("sample", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="camera id, used in topics and metrics")
+    url: str = Field(
+        "../daemon/textwatch/data/sample.mp4",
+        description="V4L2 index or /dev/videoN, rtsp://, http(s):// MJPEG, or a video file path",
+    )
+    loop: bool = Field(True, description="files only: start again at the end")
+    realtime: bool = Field(True, description="files only: play at the file's frame rate (false: as fast as possible)")
+    max_fps: float = Field(5.0, gt=0.0, le=240.0, description="at most this many frames per second are processed")
+    rtsp_transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport; tcp survives lossy links")
+    open_timeout_s: float = Field(10.0, gt=0.0, le=300.0, description="give up opening a stream after this long")
+    read_timeout_s: float = Field(5.0, gt=0.0, le=300.0, description="give up on one read after this long")
+    stall_s: float = Field(5.0, gt=0.0, le=3600.0, description="no frame for this long counts as source down")
+    reconnect_min_s: float = Field(0.5, gt=0.0, le=60.0, description="first reconnect delay (doubles, with jitter)")
+    reconnect_max_s: float = Field(15.0, gt=0.0, le=3600.0, description="cap of the reconnect delay")
+
+
+class PipelineSettings(Strict):
+    workers: int = Field(0, ge=0, le=256, description="OCR worker processes; 0 = CPU cores minus one, at least one")
+    batch: int = Field(8, ge=1, le=64, description="most frames in one detector forward")
+    crop_hwm: int = Field(
+        200, ge=1, le=100_000, description="crops queued towards workers before new ones are dropped (counted)"
+    )
+    frame_timeout_s: float = Field(
+        2.0, gt=0.0, le=60.0, description="frame.<camera> is published when all crops are read or after this"
+    )
+    stats_interval_s: float = Field(5.0, gt=0.0, le=3600.0, description="period of the stats message")
+    shutdown_grace_s: float = Field(5.0, gt=0.0, le=120.0, description="time in-flight crops get to finish on stop")
+    restart_budget: int = Field(5, ge=0, le=1000, description="restarts of a process allowed within restart_window_s")
+    restart_window_s: float = Field(60.0, gt=0.0, le=86400.0, description="window of the restart budget")
+
+
+class BusSettings(Strict):
+    runtime_dir: Path | None = Field(
+        None, description="folder of the internal ipc sockets; unset = $RUNTIME_DIRECTORY or /tmp/textwatch-UID"
+    )
+    publish: str = Field(
+        "tcp://127.0.0.1:5560", description="where subscribers connect (XPUB); beyond loopback is an explicit choice"
+    )
+    pool: str = Field(
+        "", description="tcp://HOST:PORT for remote workers: crops on PORT, results on PORT+1; empty = none"
+    )
+    publish_hwm: int = Field(
+        1000, ge=1, le=1_000_000, description="messages queued per slow subscriber before it misses some"
+    )
+
+
 class ImageSettings(Strict):
     max_pixels: int = Field(
         100_000_000, ge=1, description="images with more pixels are refused (decompression bombs)"
@@ -82,12 +130,33 @@ class Settings(Strict):
     detector: DetectorSettings = Field(default_factory=DetectorSettings)
     ocr: OcrSettings = Field(default_factory=OcrSettings)
     image: ImageSettings = Field(default_factory=ImageSettings)
+    cameras: list[CameraSettings] = Field(
+        default_factory=lambda: [CameraSettings()],
+        description="one [[cameras]] table per source; the default plays the bundled sample video",
+    )
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    bus: BusSettings = Field(default_factory=BusSettings)
     source: Path | None = Field(None, exclude=True, description="file this was loaded from, if any")
 
     @model_validator(mode="after")
     def _tiles_larger_than_boxes(self) -> Settings:
         if self.detector.min_box_height >= self.detector.tile_size:
             raise ValueError("detector.min_box_height must be smaller than detector.tile_size")
+        return self
+
+    @model_validator(mode="after")
+    def _unique_camera_ids(self) -> Settings:
+        ids = [camera.id for camera in self.cameras]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"camera ids must be unique: {', '.join(duplicates)} repeated")
+        return self
+
+    @model_validator(mode="after")
+    def _backoff_cap_above_floor(self) -> Settings:
+        for camera in self.cameras:
+            if camera.reconnect_max_s < camera.reconnect_min_s:
+                raise ValueError(f"camera {camera.id}: reconnect_max_s is below reconnect_min_s")
         return self
 
     def resolve_paths(self, base: Path) -> Settings:
@@ -97,7 +166,18 @@ class Settings(Strict):
         det.weights = _absolute(det.weights, base)
         if self.ocr.tessdata is not None:
             self.ocr.tessdata = _absolute(self.ocr.tessdata, base)
+        if self.bus.runtime_dir is not None:
+            self.bus.runtime_dir = _absolute(self.bus.runtime_dir, base)
+        for camera in self.cameras:
+            camera.url = resolve_source(camera.url, base)
         return self
+
+
+def resolve_source(url: str, base: Path) -> str:
+    """Relative file paths become absolute; device indices and URLs stay as they are."""
+    if "://" in url or url.isdigit() or url.startswith("/"):
+        return url
+    return str(_absolute(Path(url), base))
 
 
 def _absolute(path: Path, base: Path) -> Path:
@@ -155,13 +235,20 @@ def render_default_config() -> str:
     for name, field in Settings.model_fields.items():
         if name == "source":
             continue
-        parts.append(f"\n[{name}]\n")
-        section = field.annotation
-        for key, sub in section.model_fields.items():  # type: ignore[union-attr]
-            value = defaults[name][key]
+        is_list = isinstance(defaults[name], list)
+        section = typing.get_args(field.annotation)[0] if is_list else field.annotation
+        values = defaults[name][0] if is_list else defaults[name]
+        parts.append(f"\n[[{name}]]\n" if is_list else f"\n[{name}]\n")
+        if field.description:
+            parts.append(f"# {field.description}\n")
+        for key, sub in section.model_fields.items():
+            value = values[key]
             parts.append(f"# {sub.description}\n")
-            parts.append(f"{key} = {_toml_value(value)}\n" if value is not None else f"# {key} = \"/usr/share/tesseract-ocr/5/tessdata\"\n")
+            parts.append(f"{key} = {_toml_value(value)}\n" if value is not None else f"# {key} = {_EXAMPLES[key]}\n")
     return "".join(parts)
+
+
+_EXAMPLES = {"tessdata": '"/usr/share/tesseract-ocr/5/tessdata"', "runtime_dir": '"/run/textwatch"'}
 
 
 def _toml_value(value: object) -> str:
