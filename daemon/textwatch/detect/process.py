@@ -1,0 +1,199 @@
+"""The capture+detect process: cameras in, crops out to the OCR pool.
+
+One per GPU (one on CPU). It owns a reader thread per camera (newest frame
+only), one Detector, a PUSH socket towards the workers and a PUB socket into
+the publisher for events, empty frames and stats.
+
+Sending never blocks capture: crops go out with a non-blocking send on a PUSH
+whose SNDHWM is `pipeline.crop_hwm`; when the pool is behind (or absent) the
+send fails with zmq.Again and the crop is dropped and counted
+(`crops_dropped.queue_full`). The frame it belonged to is then published by
+the aggregator as incomplete, with the region listed in `missing`.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import zmq
+
+from textwatch.bus import Endpoints, make_socket
+from textwatch.capture import CameraReader, Frame
+from textwatch.config import Settings
+from textwatch.detect.runtime import Detection, Detector
+from textwatch.errors import TextwatchError
+from textwatch.log import get_logger
+from textwatch.wire import (
+    TOPIC_EVENT,
+    TOPIC_FRAME,
+    TOPIC_STATS,
+    CropHeader,
+    FrameResult,
+    SourceEvent,
+    encode_crop,
+    encode_published,
+)
+
+IDLE_WAIT_S = 0.01
+
+
+@dataclass
+class DetectStats:
+    """What this process did since it started; published as `stats`."""
+
+    frames: int = 0
+    crops_sent: int = 0
+    crops_dropped: Counter[str] = field(default_factory=Counter)
+    detect_ms_total: float = 0.0
+    batches: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "frames": self.frames,
+            "crops_sent": self.crops_sent,
+            "crops_dropped": dict(self.crops_dropped),
+            "detect_ms_avg": round(self.detect_ms_total / max(1, self.batches), 2),
+            "batches": self.batches,
+        }
+
+
+class DetectProcess:
+    """The loop: take the newest frames, detect in one batch, send crops, publish the rest."""
+
+    def __init__(self, settings: Settings, endpoints: Endpoints, name: str, stop: threading.Event) -> None:
+        self.settings = settings
+        self.name = name
+        self.stop = stop
+        self.log = get_logger()
+        self.detector = Detector(settings.detector)
+        self.context = zmq.Context()
+        self.push = make_socket(self.context, zmq.PUSH, sndhwm=settings.pipeline.crop_hwm)
+        for endpoint in endpoints.crop_binds():
+            self.push.bind(endpoint)
+        self.pub = make_socket(self.context, zmq.PUB)
+        self.pub.connect(endpoints.results)
+        self.events: queue.SimpleQueue[SourceEvent] = queue.SimpleQueue()
+        self.readers = [CameraReader(camera, on_event=self.events.put) for camera in settings.cameras]
+        self.last_seq = {camera.id: -1 for camera in settings.cameras}
+        self.stats = DetectStats()
+        self.next_stats = time.monotonic() + settings.pipeline.stats_interval_s
+
+    def run(self) -> int:
+        for reader in self.readers:
+            reader.start()
+        try:
+            while not self.stop.is_set() and not self.sources_finished():
+                self.step()
+        finally:
+            self.close()
+        return 0
+
+    def step(self) -> None:
+        """One pass: events out, newest frames in, detect, crops out, stats when due."""
+        self.publish_events()
+        frames = self.newest_frames()
+        if not frames:
+            self.stop.wait(IDLE_WAIT_S)
+        for start in range(0, len(frames), self.settings.pipeline.batch):
+            batch = frames[start : start + self.settings.pipeline.batch]
+            for frame, detections in zip(batch, self.detect(batch)):
+                self.send_crops(frame, detections)
+        self.publish_stats_when_due()
+
+    def newest_frames(self) -> list[Frame]:
+        frames = []
+        for reader in self.readers:
+            frame = reader.latest(self.last_seq[reader.camera_id])
+            if frame is not None:
+                self.last_seq[reader.camera_id] = frame.seq
+                frames.append(frame)
+        return frames
+
+    def detect(self, frames: list[Frame]) -> list[list[Detection]]:
+        start = time.perf_counter()
+        detections = self.detector.detect_batch([f.image for f in frames])
+        self.stats.detect_ms_total += (time.perf_counter() - start) * 1000
+        self.stats.batches += 1
+        self.stats.frames += len(frames)
+        return detections
+
+    def send_crops(self, frame: Frame, detections: list[Detection]) -> None:
+        """Each region as a crop message; an empty frame is published straight away."""
+        if not detections:
+            empty = FrameResult(camera=frame.camera, seq=frame.seq, ts=frame.ts, regions=[])
+            self._publish(encode_published(TOPIC_FRAME, empty, frame.camera))
+            return
+        pad = self.settings.detector.padding
+        for index, detection in enumerate(detections):
+            x1, y1, x2, y2 = detection.box
+            pixels = frame.image[y1:y2, x1:x2]
+            header = CropHeader(
+                camera=frame.camera,
+                seq=frame.seq,
+                ts=frame.ts,
+                region=index,
+                regions=len(detections),
+                box=detection.box,
+                confidence=round(detection.confidence, 4),
+                text_height=detection.height / (1 + 2 * pad),
+                shape=tuple(pixels.shape),  # type: ignore[arg-type]
+            )
+            try:
+                self.push.send_multipart(encode_crop(header, pixels), zmq.NOBLOCK, copy=False)
+                self.stats.crops_sent += 1
+            except zmq.Again:
+                self.stats.crops_dropped["queue_full"] += 1
+
+    def publish_events(self) -> None:
+        while True:
+            try:
+                event = self.events.get_nowait()
+            except queue.Empty:
+                return
+            self.log.info(event.event, camera=event.camera, source=event.source, reason=event.reason)
+            self._publish(encode_published(TOPIC_EVENT, event, event.camera))
+
+    def publish_stats_when_due(self) -> None:
+        now = time.monotonic()
+        if now < self.next_stats:
+            return
+        self.next_stats = now + self.settings.pipeline.stats_interval_s
+        cameras = {reader.camera_id: reader.counters.as_dict() for reader in self.readers}
+        body = {"process": self.name, "ts": time.time(), "cameras": cameras, **self.stats.as_dict()}
+        self._publish(encode_published(TOPIC_STATS, body))
+
+    def _publish(self, message: list[bytes]) -> None:
+        """PUB never blocks; a message beyond the HWM is dropped by ZeroMQ (counted here)."""
+        try:
+            self.pub.send_multipart(message, zmq.NOBLOCK)
+        except zmq.Again:
+            self.stats.crops_dropped["publish_full"] += 1
+
+    def sources_finished(self) -> bool:
+        """All readers ended for good (non-looped files played to the end)."""
+        return all(reader.finished for reader in self.readers)
+
+    def close(self) -> None:
+        for reader in self.readers:
+            reader.stop()
+        for reader in self.readers:
+            reader.join(timeout=2.0)
+        self.publish_events()
+        self.push.close(linger=int(self.settings.pipeline.shutdown_grace_s * 1000))
+        self.pub.close(linger=500)
+        self.context.term()
+
+
+def run_detect(settings: Settings, endpoints: Endpoints, name: str, stop: threading.Event) -> int:
+    """Child entry: exit 0 when stopped or when every source has ended."""
+    try:
+        process = DetectProcess(settings, endpoints, name, stop)
+    except TextwatchError as err:
+        get_logger().error("detect_start_failed", error=str(err), code=int(err.exit_code))
+        return int(err.exit_code)
+    return process.run()
+

@@ -1,0 +1,217 @@
+"""The supervisor: `textwatch run` starts, watches, restarts and stops the processes.
+
+Modelled on gunicorn's arbiter. Signal handlers only put the signal on a queue;
+one loop takes them off and dispatches `handle_<signal>`. Children:
+
+    publisher      XSUB/XPUB proxy + frame aggregator (textwatch.publish)
+    ocr-N          Tesseract workers (textwatch.recognize_worker)
+    detect-0       capture + detection (textwatch.detect.process)
+
+started in that order so nothing is sent before its receiver exists. A child
+that dies is restarted through its spec, within a budget (N restarts in M
+seconds; past it the daemon exits 1 and systemd decides). Exit codes are a
+contract: a child exiting 78 (config error) stops the daemon with 78 for good;
+the detect process exiting 0 means its sources ended (files), which shuts the
+daemon down cleanly.
+
+Shutdown is staged: stop capture (TERM detect), give in-flight crops up to
+`shutdown_grace_s` to be read (workers drain their queue and exit on TERM),
+stop the publisher, KILL whatever outlives its deadline, reap, exit 0.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.context import SpawnProcess
+
+from textwatch.bus import Endpoints, endpoints_for
+from textwatch.config import Settings
+from textwatch.errors import ExitCode
+from textwatch.log import get_logger, setup_logging
+
+SPAWN = mp.get_context("spawn")  # no fork: children must not inherit threads or ZeroMQ contexts
+TICK_S = 0.2
+
+
+@dataclass
+class ChildSpec:
+    """How to (re)start one child: its name, role and the function it runs."""
+
+    name: str
+    role: str  # "publisher" | "worker" | "detect"
+    target: Callable[..., int]
+    restarts: deque[float] = field(default_factory=deque)
+    process: SpawnProcess | None = None
+
+
+def child_main(target: Callable[..., int], name: str, settings: Settings, endpoints: Endpoints, log_json: bool | None) -> None:
+    """Entry point of every child: identity, signals, then the role's loop; exits with its code."""
+    setup_logging("info", process=name, json=log_json)
+    _set_title(f"textwatch: {name}")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the supervisor decides
+    try:
+        code = target(settings, endpoints, name, stop)
+    except Exception:  # noqa: BLE001 - a crash is logged with its traceback and restarted
+        get_logger().exception("child_crashed")
+        code = ExitCode.SOFTWARE
+    raise SystemExit(int(code))
+
+
+def _set_title(title: str) -> None:
+    try:
+        import setproctitle  # type: ignore[import-not-found]
+    except ImportError:
+        return
+    setproctitle.setproctitle(title)
+
+
+def worker_count(settings: Settings) -> int:
+    configured = settings.pipeline.workers
+    return configured if configured > 0 else max(1, len(os.sched_getaffinity(0)) - 1)
+
+
+def run_publisher_role(settings: Settings, endpoints: Endpoints, name: str, stop: threading.Event) -> int:
+    from textwatch.publish import run_publisher
+
+    return run_publisher(settings, endpoints, stop)
+
+
+def run_worker_role(settings: Settings, endpoints: Endpoints, name: str, stop: threading.Event) -> int:
+    from textwatch.recognize_worker import run_worker
+
+    return run_worker(settings, endpoints.crops, endpoints.results, name, stop)
+
+
+def run_detect_role(settings: Settings, endpoints: Endpoints, name: str, stop: threading.Event) -> int:
+    from textwatch.detect.process import run_detect
+
+    return run_detect(settings, endpoints, name, stop)
+
+
+def child_specs(settings: Settings) -> list[ChildSpec]:
+    specs = [ChildSpec("publisher", "publisher", run_publisher_role)]
+    specs += [ChildSpec(f"ocr-{i}", "worker", run_worker_role) for i in range(worker_count(settings))]
+    specs.append(ChildSpec("detect-0", "detect", run_detect_role))
+    return specs
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, log_json: bool | None = None) -> None:
+        self.settings = settings
+        self.endpoints = endpoints_for(settings)
+        self.specs = child_specs(settings)
+        self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.log = get_logger()
+        self.log_json = log_json
+        self.exit_code: int | None = None
+
+    # ------------------------------------------------------------ main loop
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, lambda signum, _frame: self.signals.put(signum))
+        for spec in self.specs:
+            self.spawn(spec)
+        self.log.info("daemon_started", children=[s.name for s in self.specs], publish=self.endpoints.publish)
+        while self.exit_code is None:
+            self.dispatch_signals()
+            if self.exit_code is None:
+                self.reap()
+        self.shutdown()
+        return self.exit_code
+
+    def dispatch_signals(self) -> None:
+        try:
+            signum = self.signals.get(timeout=TICK_S)
+        except queue.Empty:
+            return
+        handler = getattr(self, f"handle_{signal.Signals(signum).name.lower()}", None)
+        if handler is not None:
+            handler()
+
+    def handle_sigterm(self) -> None:
+        self.log.info("stopping", reason="SIGTERM")
+        self.exit_code = ExitCode.OK
+
+    def handle_sigint(self) -> None:
+        self.log.info("stopping", reason="SIGINT")
+        self.exit_code = ExitCode.OK
+
+    def handle_sighup(self) -> None:
+        self.log.info("sighup_ignored", hint="restart the service to reload its config")
+
+    # ------------------------------------------------------------ children
+
+    def spawn(self, spec: ChildSpec) -> None:
+        spec.process = SPAWN.Process(
+            target=child_main,
+            args=(spec.target, spec.name, self.settings, self.endpoints, self.log_json),
+            name=spec.name,
+            daemon=False,
+        )
+        spec.process.start()
+        self.log.info("child_started", child=spec.name, pid=spec.process.pid)
+
+    def reap(self) -> None:
+        """Look at every child once: restart the dead, or decide the daemon's fate."""
+        for spec in self.specs:
+            process = spec.process
+            if process is None or process.is_alive():
+                continue
+            code = process.exitcode
+            self.log.warning("child_exited", child=spec.name, code=code)
+            if code == ExitCode.CONFIG:
+                self.log.error("config_error_in_child", child=spec.name)
+                self.exit_code = ExitCode.CONFIG
+                return
+            if spec.role == "detect" and code == ExitCode.OK:
+                self.log.info("sources_finished")
+                self.exit_code = ExitCode.OK
+                return
+            if not self.within_budget(spec):
+                self.log.error("restart_budget_exhausted", child=spec.name, budget=self.settings.pipeline.restart_budget)
+                self.exit_code = 1
+                return
+            self.spawn(spec)
+
+    def within_budget(self, spec: ChildSpec) -> bool:
+        """Record a restart; False once more than `restart_budget` fall inside the window."""
+        now = time.monotonic()
+        window = self.settings.pipeline.restart_window_s
+        while spec.restarts and now - spec.restarts[0] > window:
+            spec.restarts.popleft()
+        spec.restarts.append(now)
+        return len(spec.restarts) <= self.settings.pipeline.restart_budget
+
+    # ------------------------------------------------------------ shutdown
+
+    def shutdown(self) -> None:
+        """Stop capture, let workers drain up to the grace period, stop the publisher."""
+        grace = self.settings.pipeline.shutdown_grace_s
+        self.stop_role("detect", deadline=grace)
+        self.stop_role("worker", deadline=grace)
+        self.stop_role("publisher", deadline=2.0)
+        self.log.info("daemon_stopped", code=self.exit_code)
+
+    def stop_role(self, role: str, deadline: float) -> None:
+        procs = [s.process for s in self.specs if s.role == role and s.process is not None]
+        for process in procs:
+            if process.is_alive():
+                process.terminate()
+        end = time.monotonic() + deadline
+        for process in procs:
+            process.join(max(0.0, end - time.monotonic()))
+            if process.is_alive():
+                self.log.warning("child_killed", child=process.name, after_s=deadline)
+                process.kill()
+                process.join(2.0)
