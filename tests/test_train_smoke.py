@@ -129,7 +129,7 @@ def test_train_resume_and_export(tmp_path: Path) -> None:
     out = tmp_path / "run"
     first = trainer.train(recipe, trainer.Options(out=out, device="cpu", steps=2), rect_factory, REPO)
     assert first["step"] == 2
-    assert (out / "checkpoint.pt").is_file() and (out / "cache.npz").is_file()
+    assert (out / "checkpoint.pt").is_file() and (out / "cache.npy").is_file()
     saved = torch.load(out / "checkpoint.pt", weights_only=False)
     assert saved["step"] == 2
 
@@ -155,7 +155,7 @@ def test_streaming_data_without_cache(tmp_path: Path) -> None:
     """cache_samples = 0 renders every sample fresh, in-process with workers = 0."""
     recipe = trainer.load_recipe(write_recipe(tmp_path, small_cfg(tmp_path), cache=0))
     metrics = trainer.train(recipe, trainer.Options(out=tmp_path / "run", device="cpu", steps=1, workers=0), rect_factory, REPO)
-    assert metrics["step"] == 1 and not (tmp_path / "run" / "cache.npz").exists()
+    assert metrics["step"] == 1 and not (tmp_path / "run" / "cache.npy").exists()
 
 
 def test_unknown_recipe_key_is_a_config_error(tmp_path: Path) -> None:
@@ -181,3 +181,14 @@ def test_cli_refuses_to_overwrite_a_run(tmp_path: Path) -> None:
     args = parser.parse_args(["--recipe", str(write_recipe(tmp_path, small_cfg(tmp_path), 0)), "--out", str(out)])
     with pytest.raises(ConfigError, match="--resume"):
         trainer.run(args)
+
+
+def test_cli_run_with_the_real_data_source(tmp_path: Path) -> None:
+    """`textwatch train` end to end: recipe -> data.build_source (cache_samples stripped) -> export."""
+    recipe = write_recipe(tmp_path, small_cfg(tmp_path), cache=0)
+    parser = argparse.ArgumentParser()
+    trainer.add_arguments(parser)
+    out = tmp_path / "run"
+    args = parser.parse_args(["--recipe", str(recipe), "--out", str(out), "--steps", "1", "--workers", "0", "--device", "cpu"])
+    assert trainer.run(args) == 0
+    check_weights(parse_cfg(out / "textwatch-tiny.cfg"), out / "textwatch-tiny.weights")

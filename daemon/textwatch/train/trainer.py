@@ -1,7 +1,7 @@
 """`textwatch train`: train the text detector from a TOML recipe, export darknet files.
 
 One run directory (`--out runs/NAME`) holds everything: `checkpoint.pt`
-(model, EMA, optimizer, step, RNG; `--resume` continues from it), `cache.npz`
+(model, EMA, optimizer, step, RNG; `--resume` continues from it), `cache.npy`
 (pre-rendered samples, when the recipe asks for a cache), `curves.png`,
 `metrics.json`, and at the end the deployable pair `<cfg name>` +
 `<cfg stem>.weights` (EMA weights, darknet format 0.2.5) that
@@ -37,7 +37,7 @@ from textwatch.train.loss import LossWeights, Targets, box_iou, cxcywh_to_xyxy, 
 from textwatch.train.model import DarknetNet, build_net, decode, load_darknet_weights, save_darknet_weights
 
 CHECKPOINT = "checkpoint.pt"
-CACHE = "cache.npz"
+CACHE = "cache.npy"  # images; labels beside it in cache.labels.npz
 
 
 # --------------------------------------------------------------------------- recipe
@@ -195,30 +195,45 @@ class SampleCache:
         return self.images[i], b, g
 
 
-def render_cache(factory: SourceFactory, size: int, count: int, seed: int) -> SampleCache:
-    """Render `count` samples once, deterministically from `seed`."""
+def render_cache(factory: SourceFactory, size: int, count: int, seed: int, path: Path) -> None:
+    """Render `count` samples once, deterministically from `seed`, straight to disk.
+
+    Images go into a memory-mapped .npy as they are drawn, so a cache larger
+    than RAM costs no memory; labels go into a small .npz beside it.
+    """
     source, rng = factory(size, size), np.random.default_rng([seed, 0xCAC4E])
-    samples = [source.sample(rng) for _ in range(count)]
-    boxes = [np.asarray(s.boxes, np.float32).reshape(-1, 4) for s in samples]
-    ignore = [_ignore_of(s) for s in samples]
-    return SampleCache(
-        images=np.stack([s.image for s in samples]),
-        boxes=np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32),
+    images_tmp = path.with_suffix(".images.tmp.npy")
+    images = np.lib.format.open_memmap(images_tmp, mode="w+", dtype=np.uint8, shape=(count, size, size, 3))
+    boxes, ignore = [], []
+    for i in range(count):
+        s = source.sample(rng)
+        if s.image.shape != (size, size, 3):
+            raise ValueError(f"the data source drew a {s.image.shape} image for a {size}x{size} network")
+        images[i] = s.image
+        boxes.append(np.asarray(s.boxes, np.float32).reshape(-1, 4))
+        ignore.append(_ignore_of(s))
+    images.flush()
+    del images
+    labels_tmp = path.with_suffix(".labels.tmp.npz")
+    np.savez(
+        labels_tmp,
+        boxes=np.concatenate(boxes),
         box_start=np.cumsum([0] + [len(b) for b in boxes]),
-        ignore=np.concatenate(ignore) if ignore else np.zeros((0, 4), np.float32),
+        ignore=np.concatenate(ignore),
         ignore_start=np.cumsum([0] + [len(g) for g in ignore]),
     )
+    labels_tmp.replace(_labels_path(path))
+    images_tmp.replace(path)  # last: its presence means the cache is complete
 
 
-def save_cache(cache: SampleCache, path: Path) -> None:
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **cache.__dict__)
-    tmp.replace(path)
+def _labels_path(path: Path) -> Path:
+    return path.with_suffix(".labels.npz")
 
 
 def load_cache(path: Path) -> SampleCache:
-    with np.load(path) as data:
-        return SampleCache(**{k: data[k] for k in SampleCache.__dataclass_fields__})
+    with np.load(_labels_path(path)) as labels:
+        fields = {k: labels[k] for k in SampleCache.__dataclass_fields__ if k != "images"}
+    return SampleCache(images=np.load(path, mmap_mode="r"), **fields)
 
 
 def augment_cached(
@@ -567,11 +582,17 @@ def _loss_weights(recipe: Recipe) -> LossWeights:
     return LossWeights(**recipe.loss.model_dump())
 
 
-def default_source_factory(recipe: Recipe, root: Path | None) -> SourceFactory:
-    """The data helper's `build_source` over the recipe's [data] table (minus cache_samples)."""
-    from textwatch.train import data
+def default_source_factory(recipe: Recipe) -> SourceFactory:
+    """The data helper's `build_source` over the recipe's [data] table (minus cache_samples).
 
-    table = recipe.source_recipe
+    Real sets come from ../shared/train beside the repository when it exists;
+    without it build_source falls back to synthetic data and says so.
+    """
+    from textwatch.train import data
+    from textwatch.train.realdata import shared_train_root
+
+    table, root = recipe.source_recipe, shared_train_root()
+    data.parse_recipe(table)  # a bad [data] key fails now, not inside a worker process
 
     def factory(width: int, height: int) -> SampleSource:
         return data.build_source(table, width, height, root)
@@ -639,7 +660,11 @@ def make_loader(factory: SourceFactory, recipe: Recipe, out: Path, size: int, st
     if recipe.cache_samples:
         path = out / CACHE
         if not path.exists():
-            save_cache(render_cache(factory, size, recipe.cache_samples, cfg.seed), path)
+            render_cache(factory, size, recipe.cache_samples, cfg.seed, path)
+        cached = np.load(path, mmap_mode="r").shape
+        if cached != (recipe.cache_samples, size, size, 3):
+            raise ConfigError(f"{path} holds {cached[0]} samples of {cached[1]}x{cached[2]} but the recipe asks "
+                              f"for {recipe.cache_samples} at {size}x{size}: delete it to re-render")
         dataset: IterableDataset = CachedDataset(path, cfg.seed, stream)  # type: ignore[type-arg]
     else:
         dataset = StreamDataset(factory, size, cfg.seed, stream)
@@ -766,7 +791,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.out} already holds a checkpoint: pass --resume or choose another --out")
     root = Path.cwd()
     options = Options(out=args.out, resume=args.resume, device=args.device, steps=args.steps, workers=args.workers)
-    metrics = train(recipe, options, default_source_factory(recipe, root), root)
+    metrics = train(recipe, options, default_source_factory(recipe), root)
     final = metrics["final_val"]
     print(f"wrote {args.out / metrics['cfg']} and {metrics['weights']}: val P {final['precision']:.3f} R {final['recall']:.3f}")
     return 0
