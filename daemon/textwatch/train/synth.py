@@ -37,6 +37,7 @@ from PIL import Image, ImageDraw, ImageFont
 FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"))
 GAP_FACTOR = 1.0  # an ink gap wider than this x the line height splits the line (same rule as realdata)
 INK_THRESHOLD = 64  # alpha above this counts as ink for the tight box
+MIN_CONTRAST = 40.0  # text whose luminance differs less from what is under it is labelled ignore
 _SKIP_NAMES = ("symbol", "math", "music", "emoji", "dingbat", "d050000l", "cjk", "icon", "extralight")
 # Noto ships one file per script; only these Noto families have Latin as their main script.
 _NOTO_LATIN = ("notosans-", "notoserif-", "notosansmono-", "notomono-", "notosansdisplay-", "notoserifdisplay-")
@@ -446,14 +447,33 @@ class Canvas:
             return np.full(3, 128.0)
         return self.image[ya:yb, xa:xb].reshape(-1, 3).mean(0)
 
+    def ink_contrast(self, g: Glyphs, ox: int, oy: int, color: Sequence[float], seg: tuple[int, int, int, int]) -> float:
+        """Luminance difference between `color` and the pixels about to be covered by a segment's ink."""
+        x0, y0, x1, y1 = seg
+        cx0, cy0 = max(0, ox + x0), max(0, oy + y0)
+        cx1, cy1 = min(self.w, ox + x1), min(self.h, oy + y1)
+        if cx1 <= cx0 or cy1 <= cy0:
+            return 255.0
+        ink = g.fill[cy0 - oy : cy1 - oy, cx0 - ox : cx1 - ox] > INK_THRESHOLD
+        if not ink.any():
+            return 255.0
+        under = self.image[cy0:cy1, cx0:cx1][ink].mean(0)
+        return abs(luminance(np.float32(color)) - luminance(under))
+
     def place(self, g: Glyphs, x: float, y: float, color: Sequence[float], outline_color: Sequence[float] = (0, 0, 0)) -> None:
-        """Draw glyphs with their ink top-left at (x, y) and record one box per ink segment."""
+        """Draw glyphs with their ink top-left at (x, y) and record one box per ink segment.
+
+        A segment whose colour barely differs from what lies under it (a dark word
+        over a dark patch of photo) is recorded as *ignore*: a box on invisible
+        text would teach the detector to fire on blank texture.
+        """
         ox, oy = int(round(x)) - g.ink[0], int(round(y)) - g.ink[1]
+        faint = [g.outline is None and self.ink_contrast(g, ox, oy, color, seg) < MIN_CONTRAST for seg in g.segments]
         if g.outline is not None:
             blend(self.image, g.outline, ox, oy, outline_color)
         blend(self.image, g.fill, ox, oy, color)
-        for sx0, sy0, sx1, sy1 in g.segments:
-            self.boxes.append((ox + sx0, oy + sy0, ox + sx1, oy + sy1))
+        for (sx0, sy0, sx1, sy1), weak in zip(g.segments, faint):
+            (self.ignore if weak else self.boxes).append((ox + sx0, oy + sy0, ox + sx1, oy + sy1))
 
     def write(
         self, rng: np.random.Generator, text: str, font: ImageFont.FreeTypeFont, x: float, y: float,
@@ -710,11 +730,13 @@ def scene_sign(rng: np.random.Generator, ctx: SceneContext) -> Canvas:
         color = contrast_color(rng, c.mean(x, y, x + pw, y + ph), 110)
         centre = rng.random() < 0.7
         for i, g in enumerate(lines):
-            gx = x + pw / 2 - g.w / 2 if centre else x + margin
-            outline = not panel and rng.random() < 0.3
-            if outline:
-                g = render_outlined(g, font_outline_px(c, size)) or g
-            c.place(g, gx, y + margin + i * lead, color, outline_color=(0, 0, 0) if luminance(np.float32(color)) > 127 else (255, 255, 255))
+            gx, gy = (x + pw / 2 - g.w / 2 if centre else x + margin), y + margin + i * lead
+            if not panel:  # straight on the photo: judge contrast line by line, often add an outline
+                color = contrast_color(rng, c.mean(gx, gy, gx + g.w, gy + g.h), 110)
+                if rng.random() < 0.5:
+                    g = render_outlined(g, font_outline_px(c, size)) or g
+            dark = luminance(np.float32(color)) > 127
+            c.place(g, gx, gy, color, outline_color=(0, 0, 0) if dark else (255, 255, 255))
         if rng.random() < 0.3:
             s = int(c.net(rng.uniform(8, 24)))
             ix, iy = int(x + pw + s * 0.5), int(y)
@@ -1093,8 +1115,9 @@ def scene_overlay(rng: np.random.Generator, ctx: SceneContext) -> Canvas:
         x, y = c.net(rng.uniform(4, 20)), c.net(rng.uniform(4, 20))
         g = render(f"{t_date(rng)} {t_time(rng)}", font, font_outline_px(c, size) if rng.random() < 0.5 else 0)
         if g is not None:
-            c.place(g, x if rng.random() < 0.6 else c.w - x - g.w, y, (255, 255, 255) if rng.random() < 0.8 else (0, 255, 255))
-        if rng.random() < 0.5:
+            right = "logo" not in parts and rng.random() < 0.4  # the logo owns the top-right corner
+            c.place(g, c.w - x - g.w if right else x, y, (255, 255, 255) if rng.random() < 0.8 else (0, 255, 255))
+        if "subtitle" not in parts and rng.random() < 0.5:  # bottom-right: would collide with subtitles
             c.write(rng, f"CAM {rng.integers(1, 20):02d} {_choice(rng, _SIGN_WORDS).title()}", font, c.w - x, bottom - c.net(size) * 2, (255, 255, 255), align="right")
     if "logo" in parts:
         size = ctx.size(rng, 10, 30)
