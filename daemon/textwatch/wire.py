@@ -217,7 +217,9 @@ def _dumps(obj: dict[str, Any]) -> bytes:
 def _loads(data: bytes) -> dict[str, Any]:
     try:
         obj = json.loads(bytes(data).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        # ValueError covers JSONDecodeError and Python's int-digits limit (an integer
+        # literal of more than 4300 digits raises a bare ValueError).
         raise WireError("not UTF-8 JSON") from None
     if not isinstance(obj, dict):
         raise WireError("JSON payload is not an object")
