@@ -1,0 +1,116 @@
+"""`textwatch subscribe`: the reference subscriber, and a tool to watch the bus.
+
+Connects a SUB to the publisher's XPUB (bus.publish by default) and prints one
+line per message:
+
+    text.*   camera seq [x1,y1,x2,y2] text (ocr conf)
+    frame.*  frame camera seq n/N regions [complete|missing i,j]: text | text
+    event.*  event camera source_down source (reason)
+    stats    stats process key=value ...
+
+or, with --json, one JSON object per line: the message payload with its topic
+added as "topic". Exits 0 after --count messages or on Ctrl-C; with --timeout,
+exits 1 when nothing arrived for that many seconds. A malformed message is
+reported on stderr and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+import zmq
+
+from textwatch import wire
+from textwatch.config import load_settings
+from textwatch.errors import ExitCode
+
+POLL_MS = 200  # Ctrl-C and --timeout are looked at this often
+LINGER_MS = 0  # a subscriber sends nothing worth waiting for
+# Our own queue; the publisher already drops for us past bus.publish_hwm, so a
+# larger queue here only delays the moment a slow terminal starts missing lines.
+RCVHWM = 1000
+
+
+def add_subscribe_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--endpoint", help="publisher address (default: bus.publish of the config)")
+    parser.add_argument("-c", "--config", help="config file to take bus.publish from (default: built-in defaults)")
+    parser.add_argument(
+        "--topic", action="append", default=[], metavar="PREFIX",
+        help="topic prefix to receive, e.g. text. or frame.cam1 (repeatable; default: everything)",
+    )
+    parser.add_argument("--json", action="store_true", help="print each message as one JSON line (payload + topic)")
+    parser.add_argument("--count", type=int, metavar="N", help="exit 0 after N messages")
+    parser.add_argument("--timeout", type=float, metavar="S", help="exit 1 when nothing arrives for S seconds")
+
+
+def run_subscribe(args: argparse.Namespace) -> int:
+    endpoint = args.endpoint or load_settings(args.config).bus.publish
+    sock = zmq.Context.instance().socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, LINGER_MS)
+    sock.setsockopt(zmq.RCVHWM, RCVHWM)
+    for prefix in args.topic or [""]:
+        sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+    sock.connect(endpoint)
+    try:
+        return _receive(sock, args)
+    except KeyboardInterrupt:
+        return int(ExitCode.OK)
+    finally:
+        sock.close()
+
+
+def _receive(sock: zmq.Socket, args: argparse.Namespace) -> int:
+    received = 0
+    last = time.monotonic()
+    while args.count is None or received < args.count:
+        if not sock.poll(POLL_MS, zmq.POLLIN):
+            if args.timeout is not None and time.monotonic() - last >= args.timeout:
+                print(f"textwatch subscribe: nothing received for {args.timeout:g} s", file=sys.stderr)
+                return int(ExitCode.PARTIAL)
+            continue
+        frames = sock.recv_multipart()
+        last = time.monotonic()
+        try:
+            name, payload = wire.decode_published(frames)
+        except wire.WireError as err:
+            print(f"textwatch subscribe: malformed message skipped: {err}", file=sys.stderr)
+            continue
+        print(json.dumps({"topic": name, **payload}, ensure_ascii=False) if args.json else format_line(name, payload), flush=True)
+        received += 1
+    return int(ExitCode.OK)
+
+
+def format_line(name: str, p: dict[str, Any]) -> str:
+    """One human-readable line per message; tolerant of missing fields (v1 may grow, producers may err)."""
+    kind = name.split(".", 1)[0]
+    if kind == wire.TOPIC_TEXT:
+        return f"{p.get('camera')} {p.get('seq')} {_box(p.get('box'))} {_reading(p)}"
+    if kind == wire.TOPIC_FRAME:
+        regions = p.get("regions") or []
+        total = len(regions) + len(p.get("missing") or [])
+        state = "complete" if p.get("complete") else "missing " + ",".join(map(str, p.get("missing") or []))
+        texts = " | ".join(r.get("text", "") for r in regions if isinstance(r, dict) and r.get("status") == "text")
+        return f"frame {p.get('camera')} {p.get('seq')} {len(regions)}/{total} regions {state}: {texts}"
+    if kind == wire.TOPIC_EVENT:
+        return f"event {p.get('camera')} {p.get('event')} {p.get('source')} ({p.get('reason')})"
+    if kind == wire.TOPIC_STATS:
+        values = " ".join(f"{k}={v}" for k, v in p.items() if k not in ("v", "process", "role", "ts"))
+        return f"stats {p.get('process')} {values}"
+    return f"{name} {json.dumps(p, ensure_ascii=False)}"
+
+
+def _box(box: object) -> str:
+    return "[" + ",".join(map(str, box)) + "]" if isinstance(box, list) else "[?]"
+
+
+def _reading(p: dict[str, Any]) -> str:
+    status = p.get("status")
+    if status == "text":
+        return f"{p.get('text')} (ocr {p.get('ocr_confidence')})"
+    if status == "failed":
+        return f"<failed: {p.get('error')}>"
+    return f"<{status}>"
