@@ -203,15 +203,18 @@ def decode_head(
     return out.reshape(batch, rows * cols * anchors, 5 + head.classes)
 
 
-def decode(net: DarknetNet, outputs: list[torch.Tensor], thresh: float | None = None) -> list[torch.Tensor]:
+def decode(
+    net: DarknetNet, outputs: list[torch.Tensor], thresh: float | None = None, size: tuple[int, int] | None = None
+) -> list[torch.Tensor]:
     """All heads decoded for inference; `thresh=None` uses each [yolo]'s own, as OpenCV does.
 
-    The network size is read from the cfg: OpenCV normalises w and h by the
-    input blob size, which the caller must therefore keep equal to the cfg's.
+    `size` (width, height) is the input the outputs came from: w and h are
+    normalised by it, as OpenCV normalises by its input blob. None: the cfg's.
     """
     thresholds = head_thresholds(net.model) if thresh is None else [thresh] * len(net.heads)
+    width, height = size if size is not None else (net.model.width, net.model.height)
     return [
-        decode_head(raw, head, net.model.width, net.model.height, t)
+        decode_head(raw, head, width, height, t)
         for raw, head, t in zip(outputs, net.heads, thresholds)
     ]
 

@@ -469,7 +469,7 @@ def validate(net: DarknetNet, batches: list[Batch], recipe: Recipe, device: torc
             targets = batch.targets.to(device)
             loss, _ = yolo_loss(raw, targets, net.heads, x.shape[3], x.shape[2], weights)
             losses.append(float(loss) / len(x))
-            rows = torch.cat(decode(net, raw, thresh=0.0), dim=1).cpu()
+            rows = torch.cat(decode(net, raw, thresh=0.0, size=(x.shape[3], x.shape[2])), dim=1).cpu()
             for i in range(len(x)):
                 found = detections(rows[i], recipe.val.conf_thresh, recipe.val.nms_thresh)
                 truth = batch.targets.boxes[i][batch.targets.valid[i]]
@@ -582,16 +582,18 @@ def _loss_weights(recipe: Recipe) -> LossWeights:
     return LossWeights(**recipe.loss.model_dump())
 
 
-def default_source_factory(recipe: Recipe) -> SourceFactory:
+def default_source_factory(recipe: Recipe, synthetic_only: bool = False) -> SourceFactory:
     """The data helper's `build_source` over the recipe's [data] table (minus cache_samples).
 
     Real sets come from ../shared/train beside the repository when it exists;
     without it build_source falls back to synthetic data and says so.
+    `synthetic_only` (root None) is the validation set: crops of the real
+    training images would not be held out.
     """
     from textwatch.train import data
     from textwatch.train.realdata import shared_train_root
 
-    table, root = recipe.source_recipe, shared_train_root()
+    table, root = recipe.source_recipe, (None if synthetic_only else shared_train_root())
     data.parse_recipe(table)  # a bad [data] key fails now, not inside a worker process
 
     def factory(width: int, height: int) -> SampleSource:
@@ -605,8 +607,14 @@ def prepare_model(recipe: Recipe, root: Path) -> DarknetModel:
     return parse_cfg(cfg)
 
 
-def train(recipe: Recipe, options: Options, factory: SourceFactory, root: Path) -> dict[str, Any]:
-    """Run (or resume) training; return the final metrics also written to metrics.json."""
+def train(
+    recipe: Recipe, options: Options, factory: SourceFactory, root: Path, val_factory: SourceFactory | None = None
+) -> dict[str, Any]:
+    """Run (or resume) training; return the final metrics also written to metrics.json.
+
+    `factory` draws training samples, `val_factory` (default: `factory`) the
+    fixed held-out set; `root` resolves relative paths in the recipe.
+    """
     cfg = recipe.train.model_copy(update={k: v for k, v in (("steps", options.steps), ("workers", options.workers)) if v is not None})
     recipe = recipe.model_copy(update={"train": cfg})
     out = options.out
@@ -621,7 +629,7 @@ def train(recipe: Recipe, options: Options, factory: SourceFactory, root: Path) 
     state.ema.net.to(device)
     _optimizer_to(state.optimizer, device)
     base = max(cfg.sizes)
-    val_batches = held_out(factory, base, recipe)
+    val_batches = held_out(val_factory or factory, base, recipe)
     loader = make_loader(factory, recipe, out, base, stream=state.step)
     progress = Progress(cfg.steps, state.step)
     train_loop(state, recipe, loader, val_batches, device, progress, out)
@@ -791,7 +799,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.out} already holds a checkpoint: pass --resume or choose another --out")
     root = Path.cwd()
     options = Options(out=args.out, resume=args.resume, device=args.device, steps=args.steps, workers=args.workers)
-    metrics = train(recipe, options, default_source_factory(recipe), root)
+    factory = default_source_factory(recipe)
+    metrics = train(recipe, options, factory, root, default_source_factory(recipe, synthetic_only=True))
     final = metrics["final_val"]
     print(f"wrote {args.out / metrics['cfg']} and {metrics['weights']}: val P {final['precision']:.3f} R {final['recall']:.3f}")
     return 0
