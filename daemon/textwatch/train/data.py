@@ -77,7 +77,7 @@ class DataRecipe(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     min_font_px: float = Field(8.0, ge=4, le=64, description="smallest synthetic font size, network pixels")
-    max_font_frac: float = Field(1 / 3, gt=0, le=1, description="largest synthetic font size, fraction of the network side")
+    max_font_frac: float = Field(0.3333, gt=0, le=1, description="largest synthetic font size, fraction of the network side")
     photo_backgrounds: bool = Field(True, description="use text-free ICDAR regions as synthetic backgrounds")
     weights: MixWeights = Field(default_factory=MixWeights)
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
