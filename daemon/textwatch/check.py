@@ -7,11 +7,12 @@ not strings), so all of them are reported at once, one line each.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from textwatch.config import Settings
 from textwatch.detect.darknet import check_weights, parse_cfg
 from textwatch.detect.runtime import choose_backend, load_model
-from textwatch.errors import TextwatchError
+from textwatch.errors import ConfigError, TextwatchError
 from textwatch.recognize import check_languages, find_tessdata, make_engine
 
 
@@ -31,7 +32,19 @@ def check_ocr(settings: Settings) -> None:
     make_engine(settings.ocr).close()
 
 
-CHECKS: list[Callable[[Settings], None]] = [check_model, check_backend, check_ocr]
+def check_sources(settings: Settings) -> None:
+    """A file source must exist; streams and devices may come and go, so they are not checked."""
+    missing = [
+        f"{camera.id} ({camera.url})"
+        for camera in settings.cameras
+        if "://" not in camera.url and not camera.url.isdigit() and not camera.url.startswith("/dev/")
+        and not Path(camera.url).is_file()
+    ]
+    if missing:
+        raise ConfigError(f"camera video file not found: {', '.join(missing)}")
+
+
+CHECKS: list[Callable[[Settings], None]] = [check_model, check_backend, check_ocr, check_sources]
 
 
 def run_checks(settings: Settings) -> list[TextwatchError]:

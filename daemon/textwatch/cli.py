@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     ocr.add_argument("--rounds", type=int, default=3, help="passes of tesserocr over the crops")
     ocr.set_defaults(handler=cmd_bench_ocr)
 
+    run = sub.add_parser("run", help="run the streaming daemon (supervisor, detect, OCR workers, publisher)")
+    run.add_argument("-c", "--config", type=Path, help="config file (default: config/textwatch.toml's values)")
+    run.set_defaults(handler=cmd_run)
+
     _add_train(sub)
     return parser
 
@@ -90,6 +94,21 @@ def cmd_check(args: argparse.Namespace) -> int:
         return max(p.exit_code for p in problems)
     print("textwatch check: ok")
     return ExitCode.OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Validate everything first (exit 78/69 with one line per problem), then supervise."""
+    from textwatch.check import run_checks
+    from textwatch.supervisor import Supervisor
+
+    settings = settings_from(args)
+    problems = run_checks(settings)
+    for problem in problems:
+        print(f"textwatch: {problem}", file=sys.stderr)
+    if problems:
+        return max(p.exit_code for p in problems)
+    setup_logging(["info", "info", "debug"][min(args.verbose, 2)], process="supervisor")
+    return Supervisor(settings).run()
 
 
 def cmd_bench_ocr(args: argparse.Namespace) -> int:
