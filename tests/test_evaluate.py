@@ -119,6 +119,14 @@ def test_line_box_finds_the_words_it_covers() -> None:
     assert count == DetCount(truth=3, found=2, predicted=1, correct=1, ignored=0)
 
 
+def test_frame_sized_box_finds_nothing() -> None:
+    """A box much higher than a word is not its line, however much of the word it covers."""
+    words = ((10, 10, 50, 30), (60, 100, 100, 120))
+    count = detection_count([(0, 0, 200, 200)], words, (), (200, 200))
+    assert count.found == 0
+    assert detection_count([(0, 0, 200, 50)], words, (), (200, 200)).found == 1, "2.5x the word height still counts"
+
+
 def test_prediction_on_dont_care_is_ignored_and_elsewhere_is_wrong() -> None:
     care = ((0, 0, 40, 20),)
     dont_care = ((100, 100, 140, 120),)
@@ -150,7 +158,8 @@ def window_set(tmp_path: Path) -> Path:
     folder.mkdir(parents=True)
     cv2.imwrite(str(folder / "a.png"), image)
     cv2.imwrite(str(folder / "b.png"), cv2.resize(image, None, fx=1.25, fy=1.25, interpolation=cv2.INTER_CUBIC))
-    gt = [{"text": line.text, "box": [line.box[0], line.box[1], line.box[2] - 1, line.box[3] - 1], "dont_care": False} for line in lines]
+    # Manifest boxes are inclusive, the rendered ink boxes exclusive.
+    gt = [{"text": ln.text, "box": [*ln.box[:2], ln.box[2] - 1, ln.box[3] - 1], "dont_care": False} for ln in lines]
     scaled = [{**g, "box": [round(v * 1.25) for v in g["box"]]} for g in gt]
     return write_set(
         folder,
@@ -196,11 +205,12 @@ def test_unreadable_image_is_counted_failed_not_a_crash(tmp_path: Path, capsys) 
 
 
 def test_plate_set_scores_plate_recall(tmp_path: Path, capsys) -> None:
-    image, lines = document_window()
+    """One plate string that is in the image (as 'Invoice 4471'), one that is not."""
     folder = tmp_path / "plates"
     folder.mkdir()
-    cv2.imwrite(str(folder / "p.png"), image)
-    write_set(folder, [{"image": "p.png", "lines": [{"text": "INVOICE-4471", "box": None}, {"text": "ZZ999", "box": None}], "annotation_complete": False}])
+    cv2.imwrite(str(folder / "p.png"), document_window()[0])
+    plates = [{"text": "INVOICE-4471", "box": None}, {"text": "ZZ999", "box": None}]
+    write_set(folder, [{"image": "p.png", "lines": plates, "annotation_complete": False}])
     assert evaluate.run(parse(str(folder), "--mode", "tesseract", "--psm", "11")) == ExitCode.OK
     row = capsys.readouterr().out.splitlines()[-1]
     assert row.startswith("plates") and "plate 0.500" in row

@@ -29,8 +29,11 @@ a box). Predicted boxes are text *lines* while most ground truth is *words*, so
 matching is by coverage, not IoU:
 
 - a ground-truth box (not do-not-care) is found when at least 50% of its area
-  lies inside one single predicted box (a line box covering a word counts; a
-  word split across two predictions does not);
+  lies inside one single predicted box that is at most 2.5 times as high as it
+  (a line box covering a word counts, padding, x-height-only words and slight
+  tilt included; a word split across several predictions does not, and neither
+  does a paragraph- or frame-sized box, which would otherwise "find"
+  everything: on plate sets no precision would expose it);
 - a predicted box is *ignored* (neither right nor wrong, as in the ICDAR 2015
   protocol) when at least 50% of its area is covered by the union of
   do-not-care boxes; otherwise it is correct when at least 50% of its area is
@@ -75,6 +78,7 @@ Box = tuple[int, int, int, int]
 Kind = Literal["words", "plates"]
 MANIFEST = "manifest.jsonl"
 COVER = 0.5  # the coverage threshold of every detection-matching rule above
+MAX_HEIGHT_RATIO = 2.5  # a predicted box finding a ground-truth box is at most this much higher
 _TOKEN = re.compile(r"[a-z0-9]+")
 _NOT_ALNUM = re.compile(r"[^a-z0-9]+")
 
@@ -83,10 +87,23 @@ _NOT_ALNUM = re.compile(r"[^a-z0-9]+")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="eval set folders (with manifest.jsonl) or a folder of sets")
+    parser.add_argument(
+        "dirs", nargs="+", type=Path, metavar="DIR", help="eval set folders (with manifest.jsonl) or a folder of sets"
+    )
     parser.add_argument("-c", "--config", type=Path, help="config file (default: built-in defaults)")
-    parser.add_argument("--mode", choices=["pipeline", "tesseract"], default="pipeline", help="whole textwatch pipeline (default) or Tesseract alone on the whole image")
-    parser.add_argument("--psm", type=int, choices=range(14), metavar="N", help="Tesseract page segmentation mode: tesseract mode default 3; in pipeline mode overrides ocr.psm")
+    parser.add_argument(
+        "--mode",
+        choices=["pipeline", "tesseract"],
+        default="pipeline",
+        help="the whole textwatch pipeline (default), or Tesseract alone on the whole image (the baseline)",
+    )
+    parser.add_argument(
+        "--psm",
+        type=int,
+        choices=range(14),
+        metavar="N",
+        help="Tesseract page segmentation mode; default 3 in tesseract mode, in pipeline mode it overrides ocr.psm",
+    )
     parser.add_argument("--limit", type=int, metavar="N", help="score only the first N images of each set")
     parser.add_argument("--json", type=Path, metavar="OUT.json", help="write the full report (per set and per image) as JSON")
     parser.add_argument("--chart", type=Path, metavar="OUT.png", help="draw a bar chart of F1 (plate recall) per set")
@@ -267,11 +284,12 @@ def detection_count(predicted: list[Box], truth: tuple[Box, ...], dont_care: tup
 
 
 def best_cover(target: Box, boxes: list[Box]) -> float:
-    """The largest fraction of `target`'s area inside any one of `boxes`."""
-    if not boxes:
-        return 0.0
-    b = np.asarray(boxes, dtype=np.int64)
+    """The largest fraction of `target`'s area inside any one of `boxes` not too high to be its line."""
     x1, y1, x2, y2 = target
+    b = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
+    b = b[b[:, 3] - b[:, 1] <= MAX_HEIGHT_RATIO * (y2 - y1)]
+    if not len(b):
+        return 0.0
     w = np.clip(np.minimum(b[:, 2], x2) - np.maximum(b[:, 0], x1), 0, None)
     h = np.clip(np.minimum(b[:, 3], y2) - np.maximum(b[:, 1], y1), 0, None)
     return float((w * h).max()) / max(1, (x2 - x1) * (y2 - y1))
@@ -436,7 +454,11 @@ def evaluate_set(reader: Reader, eval_set: EvalSet, max_pixels: int) -> SetResul
     """Read and score every image of a set; a failed image is reported and scored as empty output."""
     log = get_logger(set=eval_set.name, mode=reader.name)
     if eval_set.skipped_videos:
-        print(f"textwatch eval: {eval_set.name}: skipped {eval_set.skipped_videos} video record(s); video evaluation is not implemented yet", file=sys.stderr)
+        print(
+            f"textwatch eval: {eval_set.name}: skipped {eval_set.skipped_videos} video record(s); "
+            "video evaluation is not implemented yet",
+            file=sys.stderr,
+        )
     result = SetResult(eval_set)
     for index, sample in enumerate(eval_set.samples, 1):
         image = evaluate_image(reader, sample, max_pixels)
@@ -461,7 +483,14 @@ def evaluate_image(reader: Reader, sample: Sample, max_pixels: int) -> ImageResu
     return score_image(sample, lines, boxes, frame.shape[:2], seconds)
 
 
-def score_image(sample: Sample, lines: list[str], boxes: list[Box] | None, shape: tuple[int, int] | None, seconds: float | None, error: str | None = None) -> ImageResult:
+def score_image(
+    sample: Sample,
+    lines: list[str],
+    boxes: list[Box] | None,
+    shape: tuple[int, int] | None,
+    seconds: float | None,
+    error: str | None = None,
+) -> ImageResult:
     """Score one image's output; `boxes` None means no detection score (no detector, or failed)."""
     detection = None
     if sample.boxes is not None and (boxes is not None or error is not None):
