@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--config", type=Path, help="config file (default: config/textwatch.toml's values)")
     run.set_defaults(handler=cmd_run)
 
+    from textwatch import evaluate
+
+    evaluate.add_arguments(sub.add_parser("eval", help="score accuracy and speed on eval sets (shared/eval)"))
+    sub.choices["eval"].set_defaults(handler=evaluate.run)
+
     _add_train(sub)
     return parser
 
