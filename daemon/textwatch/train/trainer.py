@@ -546,6 +546,9 @@ def _plot(canvas: np.ndarray, box: tuple[int, int, int, int], series: list[tuple
             for s, v in data
         ]
         cv2.polylines(canvas, [np.array(xy, np.int32)], False, colour, 1, cv2.LINE_AA)
+        if len(xy) < 50:  # sparse series (validation): mark the points, a lone one is otherwise invisible
+            for point in xy:
+                cv2.circle(canvas, point, 3, colour, -1, cv2.LINE_AA)
     cv2.putText(canvas, f"{(10**v_hi if log else v_hi):.3g}", (x0 + 2, y0 + 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1)
     cv2.putText(canvas, f"{(10**v_lo if log else v_lo):.3g}", (x0 + 2, y0 + bh - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1)
 
