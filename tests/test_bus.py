@@ -485,3 +485,31 @@ def test_worker_cli_arguments() -> None:
     add_worker_arguments(parser)
     args = parser.parse_args(["--connect", "tcp://10.0.0.2:7000"])
     assert args.connect == "tcp://10.0.0.2:7000" and args.name is None and args.config is None
+
+
+def _subscribe_args(*argv: str) -> argparse.Namespace:
+    from textwatch.subscribe import add_subscribe_arguments
+
+    parser = argparse.ArgumentParser()
+    add_subscribe_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_subscribe_prints_lines_and_json(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
+    from textwatch.subscribe import run_subscribe
+
+    endpoint = daemon.endpoints.publish
+    assert run_subscribe(_subscribe_args("--endpoint", endpoint, "--topic", "stats", "--count", "2", "--timeout", "10")) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(line.startswith("stats ") and "rejected=" in line for line in lines)
+    assert run_subscribe(_subscribe_args("--endpoint", endpoint, "--topic", "stats", "--json", "--count", "1")) == 0
+    assert json.loads(capsys.readouterr().out)["topic"] == "stats"
+
+
+def test_subscribe_timeout_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    from textwatch.subscribe import run_subscribe
+
+    args = _subscribe_args("--endpoint", f"tcp://127.0.0.1:{free_port_pair()}", "--timeout", "0.5")
+    started = time.monotonic()
+    assert run_subscribe(args) == 1
+    assert time.monotonic() - started < 5 and "nothing received" in capsys.readouterr().err
