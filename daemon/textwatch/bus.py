@@ -271,7 +271,13 @@ def stop_on_signals(stop: threading.Event) -> Callable[[], None]:
     """
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # An ignored SIGINT stays ignored: under the supervisor, Ctrl-C reaches the whole
+    # process group and only the supervisor may decide (it stops children in stages).
+    previous = {
+        sig: signal.getsignal(sig)
+        for sig in (signal.SIGTERM, signal.SIGINT)
+        if signal.getsignal(sig) is not signal.SIG_IGN
+    }
 
     def handle(signum: int, frame: object) -> None:
         stop.set()

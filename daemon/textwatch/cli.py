@@ -48,6 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--config", type=Path, help="config file (default: config/textwatch.toml's values)")
     run.set_defaults(handler=cmd_run)
 
+    from textwatch.recognize_worker import add_worker_arguments, run_worker_cli
+    from textwatch.subscribe import add_subscribe_arguments, run_subscribe
+
+    worker = sub.add_parser("worker", help="a remote OCR worker joining a daemon's bus.pool")
+    add_worker_arguments(worker)
+    worker.set_defaults(handler=run_worker_cli)
+    subscribe = sub.add_parser("subscribe", help="print text results from a running daemon")
+    add_subscribe_arguments(subscribe)
+    subscribe.set_defaults(handler=run_subscribe)
+
     from textwatch import evaluate
 
     evaluate.add_arguments(sub.add_parser("eval", help="score accuracy and speed on eval sets (shared/eval)"))

@@ -29,9 +29,15 @@ def setup_logging(level: str = "warning", process: str = "cli", json: bool | Non
         if as_json
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+    def add_process(_logger: object, _method: str, event: dict) -> dict:
+        # A process-wide identity: contextvars do not reach threads (camera readers).
+        event.setdefault("process", process)
+        return event
+
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_process,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,
@@ -40,7 +46,6 @@ def setup_logging(level: str = "warning", process: str = "cli", json: bool | Non
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
-    structlog.contextvars.bind_contextvars(process=process)
 
 
 def get_logger(**bound: object) -> structlog.typing.FilteringBoundLogger:

@@ -143,7 +143,10 @@ class TesserocrEngine:
         iterator = self._api.GetIterator()
         level = self._tesserocr.RIL.WORD
         for item in self._tesserocr.iterate_level(iterator, level):
-            text = item.GetUTF8Text(level)
+            try:
+                text = item.GetUTF8Text(level)
+            except RuntimeError:  # tesserocr's way of saying "this page has no words"
+                break
             if text:
                 words.append(Word(text, float(item.Confidence(level))))
         return words

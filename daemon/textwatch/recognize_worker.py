@@ -31,6 +31,7 @@ from textwatch.errors import ExitCode, TextwatchError
 from textwatch.log import get_logger
 from textwatch.recognize import Reading, Recognizer
 
+DRAIN_QUIET_MS = 300  # on stop, a queue silent this long is considered empty
 POLL_MS = 200  # how often a quiet worker looks at its stop flag
 SUBSCRIBER_WAIT_S = 5.0  # at start, wait this long for the publisher before taking crops
 
@@ -142,6 +143,7 @@ def run_worker(
         worker = Worker(name, recognizer, crops, results)
         log.info("worker_started", crops=crops_endpoint, results=results_endpoint)
         _loop(worker, settings.pipeline.stats_interval_s, stop)
+        _drain(worker, settings.pipeline.shutdown_grace_s)
         worker.publish_stats()
         log.info("worker_stopped", **worker.counters.as_dict())
         return int(ExitCode.OK)
@@ -168,6 +170,14 @@ def _loop(worker: Worker, stats_interval_s: float, stop: threading.Event) -> Non
         if time.monotonic() >= next_stats:
             worker.publish_stats()
             next_stats = time.monotonic() + stats_interval_s
+
+
+def _drain(worker: Worker, grace_s: float) -> None:
+    """After stop: read the crops already queued for this worker, until none comes for
+    DRAIN_QUIET_MS or the grace period ends, so a clean shutdown loses no accepted crop."""
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and worker.crops.poll(DRAIN_QUIET_MS, zmq.POLLIN):
+        worker.handle(worker.crops.recv_multipart(zmq.NOBLOCK))
 
 
 # ---------------------------------------------------------------- `textwatch worker`

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.context import SpawnProcess
 
-from textwatch.bus import Endpoints, endpoints_for
+from textwatch.bus import Endpoints
 from textwatch.config import Settings
 from textwatch.errors import ExitCode
 from textwatch.log import get_logger, setup_logging
@@ -56,6 +56,7 @@ def child_main(target: Callable[..., int], name: str, settings: Settings, endpoi
     """Entry point of every child: identity, signals, then the role's loop; exits with its code."""
     setup_logging("info", process=name, json=log_json)
     _set_title(f"textwatch: {name}")
+    _die_with_parent()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the supervisor decides
@@ -65,6 +66,17 @@ def child_main(target: Callable[..., int], name: str, settings: Settings, endpoi
         get_logger().exception("child_crashed")
         code = ExitCode.SOFTWARE
     raise SystemExit(int(code))
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to send us SIGTERM when the supervisor dies, even by SIGKILL: no orphans
+    holding sockets and cameras after a crash (prctl PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        get_logger().warning("no_parent_death_signal", hint="children may outlive a killed supervisor")
 
 
 def _set_title(title: str) -> None:
@@ -108,7 +120,7 @@ def child_specs(settings: Settings) -> list[ChildSpec]:
 class Supervisor:
     def __init__(self, settings: Settings, log_json: bool | None = None) -> None:
         self.settings = settings
-        self.endpoints = endpoints_for(settings)
+        self.endpoints = Endpoints.from_settings(settings)
         self.specs = child_specs(settings)
         self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.log = get_logger()

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 
 import zmq
 
-from textwatch.bus import Endpoints, make_socket
+from textwatch import bus
+from textwatch.bus import Endpoints
 from textwatch.capture import CameraReader, Frame
 from textwatch.config import Settings
 from textwatch.detect.runtime import Detection, Detector
@@ -71,11 +72,8 @@ class DetectProcess:
         self.log = get_logger()
         self.detector = Detector(settings.detector)
         self.context = zmq.Context()
-        self.push = make_socket(self.context, zmq.PUSH, sndhwm=settings.pipeline.crop_hwm)
-        for endpoint in endpoints.crop_binds():
-            self.push.bind(endpoint)
-        self.pub = make_socket(self.context, zmq.PUB)
-        self.pub.connect(endpoints.results)
+        self.push = bus.crop_pusher(self.context, endpoints, settings)
+        self.pub = bus.result_publisher(self.context, endpoints.results)
         self.events: queue.SimpleQueue[SourceEvent] = queue.SimpleQueue()
         self.readers = [CameraReader(camera, on_event=self.events.put) for camera in settings.cameras]
         self.last_seq = {camera.id: -1 for camera in settings.cameras}
@@ -154,7 +152,6 @@ class DetectProcess:
                 event = self.events.get_nowait()
             except queue.Empty:
                 return
-            self.log.info(event.event, camera=event.camera, source=event.source, reason=event.reason)
             self._publish(encode_published(TOPIC_EVENT, event, event.camera))
 
     def publish_stats_when_due(self) -> None:
