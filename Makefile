@@ -19,15 +19,27 @@ APT_PACKAGES := tesseract-ocr tesseract-ocr-eng ffmpeg \
 	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly \
 	systemd
 
-.PHONY: run test deps apt venv sample config clean
+.PHONY: run image test deps apt config clean
 
+# The daemon on the embedded default: config/textwatch.toml plays the bundled sample
+# video (daemon/textwatch/data/sample.mp4, looped) through the shipped detector; a
+# subscriber prints what is published. Ctrl-C stops both (the daemon in stages).
+# The daemon's own log goes to build/textwatch.log.
 run: deps
 	@mkdir -p build
+	@$(VENV)/bin/textwatch check -c config/textwatch.toml
+	@echo "== textwatch run -c config/textwatch.toml  (log: build/textwatch.log; Ctrl-C stops)"
+	@$(VENV)/bin/textwatch run -c config/textwatch.toml 2>build/textwatch.log & daemon=$$!; \
+	trap 'kill -TERM $$daemon 2>/dev/null; wait $$daemon' INT TERM EXIT; \
+	$(VENV)/bin/textwatch subscribe -c config/textwatch.toml --topic text. --topic event.
+
+# The one-shot path on a rendered window and, where ../shared is present, the seed's image.
+image: deps
+	@mkdir -p build
 	$(PY) -m textwatch.samples --out build/sample.png
-	@echo "== textwatch image build/sample.png (rendered by textwatch.samples; expected text in build/sample.txt)"
 	$(VENV)/bin/textwatch image build/sample.png
 	@if [ -f $(SHARED)/seed/TestingImage.jpg ]; then \
-		echo "== textwatch image $(SHARED)/seed/TestingImage.jpg (the seed's test image)"; \
+		echo "== textwatch image $(SHARED)/seed/TestingImage.jpg"; \
 		$(VENV)/bin/textwatch image $(SHARED)/seed/TestingImage.jpg; \
 	fi
 

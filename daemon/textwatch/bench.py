@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import platform
 import time
+from pathlib import Path
 
 import numpy as np
 
-from textwatch.config import OcrSettings
+from textwatch.config import CameraSettings, OcrSettings, Settings
+from textwatch.errors import TextwatchError
 from textwatch.recognize import Recognizer
 from textwatch.samples import SANS, SERIF, line_crop
 
@@ -73,5 +75,121 @@ def bench_ocr(settings: OcrSettings, crops: int = 40, rounds: int = 3) -> dict[s
         "ratio": round(fast / slow, 1),
         "tesserocr_exact": sum(a == b for a, b in zip(fast_texts, texts)),
         "pytesseract_exact": sum(a == b for a, b in zip(slow_texts, texts)),
+        "machine": machine(),
+    }
+
+
+# ---------------------------------------------------------------- the whole pipeline
+
+
+def _supervise(settings: object) -> None:
+    """Child entry for bench pipeline: the daemon exactly as `textwatch run` runs it."""
+    from textwatch.log import setup_logging
+    from textwatch.supervisor import Supervisor
+
+    setup_logging("warning", process="supervisor", json=True)
+    raise SystemExit(Supervisor(settings).run())  # type: ignore[arg-type]
+
+
+def pipeline_settings(settings: Settings, video: Path, fast: bool, fps: float, runtime: Path, port: int) -> Settings:
+    """The bench's variant of a config: one camera on `video`, private sockets."""
+    camera = CameraSettings(id="bench", url=str(video), loop=True, realtime=not fast, max_fps=fps)
+    bus = settings.bus.model_copy(update={"runtime_dir": runtime, "publish": f"tcp://127.0.0.1:{port}", "pool": ""})
+    pipeline = settings.pipeline.model_copy(update={"stats_interval_s": 1.0})
+    return settings.model_copy(update={"cameras": [camera], "bus": bus, "pipeline": pipeline})
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan")}
+    array = np.array(values)
+    return {f"p{q}": round(float(np.percentile(array, q)), 1) for q in (50, 95, 99)}
+
+
+def bench_pipeline(settings: Settings, seconds: float, fast: bool, fps: float, warmup: float = 5.0) -> dict[str, object]:
+    """Run the daemon on the bundled 1280x720 sample video and measure it from a subscriber.
+
+    Latency is capture to publish of each `frame.<camera>` (all regions of the
+    frame read) and of each `text.<camera>`. Queue growth shows as latency that
+    rises from the first to the last third of the run.
+    """
+    import multiprocessing as mp
+    import socket
+    import tempfile
+
+    import zmq
+
+    from textwatch.wire import decode_published
+
+    video = Path(__file__).parent / "data" / "sample.mp4"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with tempfile.TemporaryDirectory(prefix="textwatch-bench-") as runtime:
+        run_settings = pipeline_settings(settings, video, fast, fps, Path(runtime), port)
+        context = zmq.Context()
+        sub = context.socket(zmq.SUB)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.RCVHWM, 100_000)
+        for prefix in ("frame.", "text.", "stats"):
+            sub.setsockopt_string(zmq.SUBSCRIBE, prefix)
+        sub.connect(run_settings.bus.publish)
+        daemon = mp.get_context("spawn").Process(target=_supervise, args=(run_settings,))
+        daemon.start()
+        try:
+            messages = _collect(sub, seconds, warmup, decode_published)
+        finally:
+            daemon.terminate()
+            daemon.join(30)
+            sub.close()
+            context.term()
+    return _summarise(messages, seconds, fast, fps, settings)
+
+
+def _collect(sub: object, seconds: float, warmup: float, decode: object) -> list[tuple[float, str, dict]]:
+    """Messages received after the first frame plus `warmup` s, for `seconds` s."""
+    messages: list[tuple[float, str, dict]] = []
+    start: float | None = None
+    deadline = time.monotonic() + 120  # the daemon must publish a first frame within 2 min
+    while time.monotonic() < deadline:
+        if not sub.poll(200):  # type: ignore[attr-defined]
+            continue
+        topic, body = decode(sub.recv_multipart())  # type: ignore[attr-defined, operator]
+        now = time.monotonic()
+        if start is None and topic.startswith("frame."):
+            start = now + warmup
+            deadline = start + seconds
+        if start is not None and now >= start:
+            messages.append((now - start, topic, body))
+    if start is None:
+        raise TextwatchError("bench pipeline: the daemon published no frame within 120 s")
+    return messages
+
+
+def _summarise(messages: list[tuple[float, str, dict]], seconds: float, fast: bool, fps: float, settings: Settings) -> dict[str, object]:
+    frames = [(t, b) for t, topic, b in messages if topic.startswith("frame.")]
+    texts = [b for _, topic, b in messages if topic.startswith("text.")]
+    stats = {b["process"]: b for _, topic, b in messages if topic == "stats"}
+    detect = stats.get("detect-0", {})
+    camera = detect.get("cameras", {}).get("bench", {})
+    third = [[b["latency_ms"] for t, b in frames if lo <= t < hi] for lo, hi in ((0, seconds / 3), (2 * seconds / 3, seconds))]
+    return {
+        "benchmark": "pipeline",
+        "mode": "as fast as possible" if fast else f"real time, capped at {fps} frames/s",
+        "seconds": seconds,
+        "frames_per_s": round(len(frames) / seconds, 2),
+        "crops_per_s": round(len(texts) / seconds, 2),
+        "regions_per_frame": round(len(texts) / max(1, len(frames)), 1),
+        "frame_latency_ms": percentiles([b["latency_ms"] for _, b in frames]),
+        "text_latency_ms": percentiles([b["latency_ms"] for b in texts]),
+        "latency_first_third_p50": percentiles(third[0])["p50"],
+        "latency_last_third_p50": percentiles(third[1])["p50"],
+        "incomplete_frames": sum(not b.get("complete", True) for _, b in frames),
+        "crops_dropped": detect.get("crops_dropped", {}),
+        "frames_skipped": camera.get("frames_skipped"),
+        "frames_read": camera.get("frames_read"),
+        "detect_ms_per_batch": detect.get("detect_ms_avg"),
+        "workers": len([p for p in stats if p.startswith("ocr-")]),
+        "detector": f"{settings.detector.cfg.name} backend={settings.detector.backend} tiling={settings.detector.tiling}",
         "machine": machine(),
     }

@@ -43,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     ocr.add_argument("--crops", type=int, default=40, help="number of distinct line crops")
     ocr.add_argument("--rounds", type=int, default=3, help="passes of tesserocr over the crops")
     ocr.set_defaults(handler=cmd_bench_ocr)
+    pipe = bench_sub.add_parser("pipeline", help="the daemon on the 1280x720 sample video, measured by a subscriber")
+    pipe.add_argument("-c", "--config", type=Path)
+    pipe.add_argument("--seconds", type=float, default=30.0, help="measured duration after warm-up")
+    pipe.add_argument("--fps", type=float, default=10.0, help="frames/s cap of the camera")
+    pipe.add_argument("--fast", action="store_true", help="read the file as fast as possible instead of in real time")
+    pipe.set_defaults(handler=cmd_bench_pipeline)
 
     run = sub.add_parser("run", help="run the streaming daemon (supervisor, detect, OCR workers, publisher)")
     run.add_argument("-c", "--config", type=Path, help="config file (default: config/textwatch.toml's values)")
@@ -130,6 +136,19 @@ def cmd_bench_ocr(args: argparse.Namespace) -> int:
     from textwatch.bench import bench_ocr
 
     result = bench_ocr(settings_from(args).ocr, crops=args.crops, rounds=args.rounds)
+    print(json.dumps(result, indent=2))
+    return ExitCode.OK
+
+
+def cmd_bench_pipeline(args: argparse.Namespace) -> int:
+    from textwatch.bench import bench_pipeline
+    from textwatch.check import run_checks
+
+    settings = settings_from(args)
+    problems = run_checks(settings)
+    if problems:
+        raise problems[0]
+    result = bench_pipeline(settings, seconds=args.seconds, fast=args.fast, fps=args.fps)
     print(json.dumps(result, indent=2))
     return ExitCode.OK
 

@@ -160,7 +160,7 @@ class DetectProcess:
             return
         self.next_stats = now + self.settings.pipeline.stats_interval_s
         cameras = {reader.camera_id: reader.counters.as_dict() for reader in self.readers}
-        body = {"process": self.name, "ts": time.time(), "cameras": cameras, **self.stats.as_dict()}
+        body = {"process": self.name, "role": "detect", "ts": time.time(), "cameras": cameras, **self.stats.as_dict()}
         self._publish(encode_published(TOPIC_STATS, body))
 
     def _publish(self, message: list[bytes]) -> None:
