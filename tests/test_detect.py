@@ -138,7 +138,10 @@ def test_cuda_request_without_cuda_fails_at_start(backend: str) -> None:
 
 
 def test_auto_backend_picks_what_exists() -> None:
-    assert choose_backend("auto") == ("cuda-fp16" if cuda_device_count() else "cpu")
+    from textwatch.detect.runtime import torch_device
+
+    expected = "cuda-fp16" if cuda_device_count() else ("torch" if torch_device() == "cuda" else "cpu")
+    assert choose_backend("auto") == expected
 
 
 def test_overlapping_fragments_of_one_line_merge() -> None:
@@ -159,3 +162,34 @@ def test_overlapping_fragments_of_one_line_merge() -> None:
 def test_reading_order_is_lines_then_left_to_right() -> None:
     boxes = [(300, 12, 400, 30), (10, 10, 100, 30), (10, 50, 100, 70), (120, 8, 200, 28)]
     assert reading_order(boxes) == [1, 3, 0, 2]
+
+
+def test_torch_backend_gives_opencvs_boxes(tiny_model) -> None:
+    """detector.backend = "torch" runs the same darknet model; boxes equal OpenCV's on CPU."""
+    pytest.importorskip("torch", reason="torch is the optional extra; make test installs it")
+    cfg, weights = tiny_model
+    settings = dict(cfg=cfg, weights=weights, confidence=0.05, tile_size=320)
+    opencv = Detector(DetectorSettings(backend="cpu", **settings))
+    torch_backend = Detector(DetectorSettings(backend="torch", **settings))
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 255, (480, 720, 3), dtype=np.uint8) for _ in range(2)]
+    _, inputs = opencv._views(frames)
+    raw_cv, raw_torch = opencv._forward(inputs), torch_backend._forward(inputs)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(raw_cv, raw_torch)) < 1e-3
+    for a, b in zip(opencv.detect_batch(frames), torch_backend.detect_batch(frames)):
+        assert [d.box for d in a] == [d.box for d in b]
+        assert np.allclose([d.confidence for d in a], [d.confidence for d in b], atol=1e-4)
+
+
+@pytest.mark.cuda
+def test_torch_backend_on_cuda_matches_cpu_within_fp16(tiny_model) -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device visible to torch")
+    cfg, weights = tiny_model
+    cpu = Detector(DetectorSettings(cfg=cfg, weights=weights, backend="cpu", confidence=0.05))
+    gpu = Detector(DetectorSettings(cfg=cfg, weights=weights, backend="torch", confidence=0.05))
+    assert gpu.torch_net is not None and gpu.torch_net.half
+    rng = np.random.default_rng(4)
+    _, inputs = cpu._views([rng.integers(0, 255, (416, 416, 3), dtype=np.uint8)])
+    assert max(float(np.abs(a - b).max()) for a, b in zip(cpu._forward(inputs), gpu._forward(inputs))) < 2e-2

@@ -11,6 +11,7 @@ the trainer uses.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -67,11 +68,53 @@ def choose_backend(requested: str) -> str:
         )
     if requested == "opencl" and not cv2.ocl.haveOpenCL():
         raise BackendUnavailable("detector.backend = 'opencl' but OpenCV finds no OpenCL device")
-    if requested == "torch":
-        raise BackendUnavailable("detector.backend = 'torch' is not available in this build yet")
+    if requested == "torch" and torch_device() is None:
+        raise BackendUnavailable(
+            "detector.backend = 'torch' needs PyTorch (pip install 'textwatch[torch]'), which is not importable"
+        )
     if requested == "auto":
-        return "cuda-fp16" if has_cuda else "cpu"
+        if has_cuda:
+            return "cuda-fp16"
+        return "torch" if torch_device() == "cuda" else "cpu"
     return requested
+
+
+def torch_device() -> str | None:
+    """'cuda' when torch sees a GPU, 'cpu' when torch is installed without one, None without torch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class TorchNet:
+    """The same darknet model run by PyTorch (textwatch.train.model), for GPUs whose OpenCV
+    has no CUDA, which is every pip install. fp16 on CUDA, fp32 on CPU. Its output rows
+    are exactly OpenCV's Region-layer rows, so decoding downstream is shared."""
+
+    def __init__(self, model: DarknetModel, weights: Path) -> None:
+        import torch
+
+        from textwatch.train.model import build_net, load_darknet_weights
+
+        self.torch = torch
+        self.device = torch.device(torch_device() or "cpu")
+        self.half = self.device.type == "cuda"
+        net = build_net(model)
+        load_darknet_weights(net, weights)
+        net = net.to(self.device).eval()
+        self.net = net.half() if self.half else net
+
+    def forward(self, blob: np.ndarray) -> list[np.ndarray]:
+        from textwatch.train.model import decode
+
+        torch = self.torch
+        with torch.inference_mode():
+            x = torch.from_numpy(blob).to(self.device)
+            outputs = self.net(x.half() if self.half else x)
+            rows = decode(self.net, outputs, size=(blob.shape[3], blob.shape[2]))
+        return [r.float().cpu().numpy() for r in rows]
 
 
 def _apply_backend(net: cv2.dnn.Net, backend: str) -> None:
@@ -104,7 +147,9 @@ class Detector:
         self.settings = settings
         self.model, self.net = load_model(settings)
         self.backend = choose_backend(settings.backend)
-        _apply_backend(self.net, self.backend)
+        self.torch_net = TorchNet(self.model, settings.weights) if self.backend == "torch" else None
+        if self.torch_net is None:
+            _apply_backend(self.net, self.backend)
         self.output_names = list(self.net.getUnconnectedOutLayersNames())
         self.input_size = (self.model.width, self.model.height)
         get_logger().info(
@@ -153,8 +198,11 @@ class Detector:
         """Rows [cx, cy, w, h, objectness, class scores...] per view, normalised to the net input."""
         width, height = self.input_size
         blob = cv2.dnn.blobFromImages(inputs, 1 / 255.0, (width, height), swapRB=True, crop=False)
-        self.net.setInput(blob)
-        outputs = self.net.forward(self.output_names)
+        if self.torch_net is not None:
+            outputs = self.torch_net.forward(blob)
+        else:
+            self.net.setInput(blob)
+            outputs = self.net.forward(self.output_names)
         columns = outputs[0].shape[-1]
         shaped = [out.reshape(len(inputs), -1, columns) for out in outputs]
         return [np.concatenate([out[i] for out in shaped]) for i in range(len(inputs))]
