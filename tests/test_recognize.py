@@ -92,3 +92,20 @@ def test_reads_real_receipt_lines() -> None:
     finally:
         rec.close()
     assert good >= total * 0.6, f"only {good}/{total} receipt lines read exactly"
+
+
+def test_importing_the_cli_leaves_openmp_threads_alone() -> None:
+    """Regression: recognize.py set OMP_THREAD_LIMIT=1 at import, and since the CLI imports
+    it, `textwatch train` ran torch on one thread (half speed on 2 cores). The limit now
+    applies only where an OCR engine starts."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, textwatch.cli; before = os.environ.get('OMP_THREAD_LIMIT');"
+        "from textwatch.config import OcrSettings; from textwatch.recognize import make_engine;"
+        "make_engine(OcrSettings()); print(before, os.environ.get('OMP_THREAD_LIMIT'))"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_THREAD_LIMIT"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert out.stdout.split() == ["None", "1"], out.stderr

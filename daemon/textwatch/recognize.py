@@ -26,9 +26,6 @@ import numpy as np
 from textwatch.config import OcrSettings
 from textwatch.errors import BackendUnavailable
 
-# Tesseract parallelises one page over OpenMP threads; with one process per core
-# that only adds contention, so every worker runs it single-threaded.
-os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 
 Status = Literal["text", "empty", "failed"]
 _SPACES = re.compile(r"\s+")
@@ -184,6 +181,11 @@ class PytesseractEngine:
 
 
 def make_engine(settings: OcrSettings) -> TesserocrEngine | PytesseractEngine:
+    # Tesseract parallelises one page over OpenMP threads; with one process per core
+    # that only adds contention, so OCR runs single-threaded. Set here, where OCR
+    # starts, and not at import: the variable is process-wide and would also make
+    # torch (training, the torch backend) single-threaded in the same process.
+    os.environ.setdefault("OMP_THREAD_LIMIT", "1")
     tessdata = find_tessdata(settings.tessdata)
     check_languages(tessdata, settings.languages)
     engine_type = TesserocrEngine if settings.engine == "tesserocr" else PytesseractEngine
