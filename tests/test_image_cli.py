@@ -162,3 +162,14 @@ def test_shipped_cfg_matches_runtime_expectations() -> None:
     from textwatch.detect.darknet import parse_cfg
 
     assert len(parse_cfg(SHIPPED_CFG).heads()) >= 2
+
+
+def test_bench_detector_reports_every_available_backend(tiny_model, write_config) -> None:
+    cfg, weights = tiny_model
+    config = write_config(f'[detector]\ncfg = "{cfg}"\nweights = "{weights}"\n')
+    result = run_cli("bench", "detector", "-c", str(config), "--batch", "1", "2", "--seconds", "0.2")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    backends = {row["backend"] for row in report["results"]}
+    assert "cpu" in backends and {row["batch"] for row in report["results"]} == {1, 2}
+    assert all(row["frames_per_s"] > 0 for row in report["results"])

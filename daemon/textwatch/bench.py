@@ -193,3 +193,53 @@ def _summarise(messages: list[tuple[float, str, dict]], seconds: float, fast: bo
         "detector": f"{settings.detector.cfg.name} backend={settings.detector.backend} tiling={settings.detector.tiling}",
         "machine": machine(),
     }
+
+
+# ---------------------------------------------------------------- the detector alone
+
+
+def detector_backends() -> list[str]:
+    """Every backend this machine can run, in the order they are reported."""
+    from textwatch.detect.runtime import cuda_device_count, torch_device
+
+    backends = ["cpu"]
+    if cuda_device_count() > 0:
+        backends += ["cuda", "cuda-fp16"]
+    if torch_device() is not None:
+        backends.append("torch")
+    return backends
+
+
+def bench_detector(settings: Settings, batches: list[int], seconds: float) -> dict[str, object]:
+    """Forward passes (input already letterboxed, no tiling) per backend and batch size.
+
+    Each cell runs for about `seconds` after one untimed warm-up forward, and
+    reports frames/s and milliseconds per batch, including the host-device copies.
+    """
+    from textwatch.detect.runtime import Detector
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for backend in detector_backends():
+        detector = Detector(settings.detector.model_copy(update={"backend": backend, "tiling": "off"}))
+        width, height = detector.input_size
+        for batch in batches:
+            inputs = [rng.integers(0, 255, (height, width, 3), dtype=np.uint8) for _ in range(batch)]
+            detector._forward(inputs)  # warm-up: CUDA kernels, cuDNN plans, allocator
+            runs, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds or runs < 2:
+                detector._forward(inputs)
+                runs += 1
+            elapsed = time.perf_counter() - start
+            rows.append({
+                "backend": backend if backend != "torch" else f"torch-{detector.torch_net.device.type}",  # type: ignore[union-attr]
+                "batch": batch,
+                "frames_per_s": round(runs * batch / elapsed, 1),
+                "ms_per_batch": round(elapsed / runs * 1000, 2),
+            })
+    return {
+        "benchmark": "detector",
+        "model": f"{settings.detector.cfg.name} {width}x{height}",
+        "results": rows,
+        "machine": machine(),
+    }

@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--fps", type=float, default=10.0, help="frames/s cap of the camera")
     pipe.add_argument("--fast", action="store_true", help="read the file as fast as possible instead of in real time")
     pipe.set_defaults(handler=cmd_bench_pipeline)
+    det = bench_sub.add_parser("detector", help="detector forward passes per backend and batch size")
+    det.add_argument("-c", "--config", type=Path)
+    det.add_argument("--batch", type=int, nargs="+", default=[1, 4, 16], help="batch sizes")
+    det.add_argument("--seconds", type=float, default=3.0, help="time per backend and batch size")
+    det.set_defaults(handler=cmd_bench_detector)
 
     run = sub.add_parser("run", help="run the streaming daemon (supervisor, detect, OCR workers, publisher)")
     run.add_argument("-c", "--config", type=Path, help="config file (default: config/textwatch.toml's values)")
@@ -149,6 +154,14 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     if problems:
         raise problems[0]
     result = bench_pipeline(settings, seconds=args.seconds, fast=args.fast, fps=args.fps)
+    print(json.dumps(result, indent=2))
+    return ExitCode.OK
+
+
+def cmd_bench_detector(args: argparse.Namespace) -> int:
+    from textwatch.bench import bench_detector
+
+    result = bench_detector(settings_from(args), batches=args.batch, seconds=args.seconds)
     print(json.dumps(result, indent=2))
     return ExitCode.OK
 
