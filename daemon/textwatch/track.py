@@ -43,7 +43,7 @@ from textwatch.detect.runtime import Detection
 try:  # Optional: the Hungarian method. Greedy by IoU is the fallback.
     from scipy.optimize import linear_sum_assignment
 except ImportError:  # pragma: no cover - depends on the environment
-    linear_sum_assignment = None
+    linear_sum_assignment = None  # type: ignore[assignment]
 
 SIGNATURE_SIZE = (16, 8)  # thumbnail width, height
 MIN_CONTRAST = 0.04  # thumbnail std floor (0-1 scale): a blank crop's noise is not "change"
