@@ -12,12 +12,13 @@ file from this schema, and a test keeps the two identical.
 
 from __future__ import annotations
 
+import re
 import tomllib
 import typing
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from textwatch.errors import ConfigError
 
@@ -118,6 +119,34 @@ class BusSettings(Strict):
     )
 
 
+class MetricsSettings(Strict):
+    enabled: bool = Field(True, description="serve Prometheus metrics from the publisher process")
+    listen: str = Field(
+        "127.0.0.1:9108", description="HOST:PORT of the metrics endpoint ([::1]:PORT for IPv6); beyond loopback is an explicit choice"
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _host_and_port(cls, value: str) -> str:
+        split_listen(value)
+        return value
+
+    def address(self) -> tuple[str, int]:
+        """(host, port) of `listen`; an IPv6 host without its brackets."""
+        return split_listen(self.listen)
+
+
+_LISTEN = re.compile(r"^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+)):([0-9]{1,5})$")
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """HOST:PORT or [V6]:PORT as (host, port); ValueError when malformed or the port is out of 1..65535."""
+    match = _LISTEN.match(listen)
+    if match is None or not 1 <= int(match[3]) <= 65535:
+        raise ValueError(f"{listen!r} is not HOST:PORT with a port in 1..65535")
+    return match[1] or match[2], int(match[3])
+
+
 class ImageSettings(Strict):
     max_pixels: int = Field(
         100_000_000, ge=1, description="images with more pixels are refused (decompression bombs)"
@@ -136,6 +165,7 @@ class Settings(Strict):
     )
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     bus: BusSettings = Field(default_factory=BusSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     source: Path | None = Field(None, exclude=True, description="file this was loaded from, if any")
 
     @model_validator(mode="after")
