@@ -12,7 +12,10 @@ every text.<camera> result into the FrameAggregator.
 
 The XSUB always subscribes to "text." itself, so the aggregator sees every read
 region even when no subscriber wants text.* (XSUB reference-counts
-subscriptions: a subscriber leaving "text." does not cancel ours).
+subscriptions: a subscriber leaving "text." does not cancel ours). With
+metrics.enabled it subscribes to "stats" too: the metrics.Exporter turns every
+process's stats and every text result into Prometheus metrics, served over
+HTTP on metrics.listen from a thread of this process.
 
 Backpressure: none, on purpose. XPUB SNDHWM = bus.publish_hwm messages per
 subscriber; a subscriber that reads too slowly misses messages once its queue
@@ -29,13 +32,14 @@ from dataclasses import asdict, dataclass, field
 import structlog
 import zmq
 
-from textwatch import bus, wire
+from textwatch import bus, metrics, wire
 from textwatch.config import Settings
 from textwatch.errors import ExitCode
 from textwatch.log import get_logger
 
 NAME = "publisher"
 AGGREGATED_TOPIC = b"\x01" + wire.TOPIC_TEXT.encode() + b"."  # our own subscription on the XSUB
+STATS_TOPIC = b"\x01" + wire.TOPIC_STATS.encode()  # ours too while metrics are enabled
 MAX_PENDING_FRAMES = 1024  # frames being collected; 5 fps x 2 s timeout x 100 cameras fits
 MAX_REGIONS = 10_000  # a text result claiming more regions per frame is rejected (memory bound)
 BATCH = 256  # messages forwarded per poll wake-up before looking at subscriptions and deadlines
@@ -158,6 +162,7 @@ class Publisher:
     def __init__(self, settings: Settings, endpoints: bus.Endpoints, ctx: zmq.Context) -> None:
         self.settings = settings
         self.counters = PublisherCounters()
+        self.started = time.time()
         self.aggregator = FrameAggregator(settings.pipeline.frame_timeout_s)
         self.log = get_logger()
         # Upstream: no HWM games; we drain it as fast as we can. LINGER 0: a
@@ -176,8 +181,23 @@ class Publisher:
             self.close()
             raise
         self.xsub.send(AGGREGATED_TOPIC)
+        self.exporter = self.start_exporter(settings) if settings.metrics.enabled else None
+
+    def start_exporter(self, settings: Settings) -> metrics.Exporter | None:
+        """The Prometheus endpoint; a taken port is logged as an error and the data path runs on without it."""
+        exporter = metrics.Exporter(settings)
+        try:
+            exporter.serve()
+        except OSError as err:
+            self.log.error("metrics_listen_failed", listen=settings.metrics.listen, error=str(err))
+            return None
+        self.xsub.send(STATS_TOPIC)
+        self.log.info("metrics_serving", listen=settings.metrics.listen)
+        return exporter
 
     def close(self) -> None:
+        if getattr(self, "exporter", None) is not None:
+            self.exporter.close()
         self.xsub.close()
         self.xpub.close()
 
@@ -198,7 +218,7 @@ class Publisher:
                 frames = self.xsub.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            valid, result = self.check(frames)
+            valid, result = self.check(frames, now)
             if not valid:
                 continue
             self.send(frames)
@@ -207,17 +227,24 @@ class Publisher:
                 for frame in self.aggregator.add(result, now):
                     self.publish(wire.TOPIC_FRAME, frame, frame.camera)
 
-    def check(self, frames: list[bytes]) -> tuple[bool, wire.TextResult | None]:
-        """(valid, the TextResult of a text.* message); a malformed message is counted as rejected."""
+    def check(self, frames: list[bytes], now: float | None = None) -> tuple[bool, wire.TextResult | None]:
+        """(valid, the TextResult of a text.* message); a malformed message is counted as rejected.
+
+        Valid stats and text results are also handed to the exporter, when there is one.
+        """
         try:
             name, payload = wire.decode_published(frames)
             if not name.startswith(wire.TOPIC_TEXT + "."):
+                if name == wire.TOPIC_STATS and self.exporter is not None:
+                    self.exporter.observe_stats(payload, time.time() if now is None else now)
                 return True, None
             result = wire.text_result_from_dict(payload)
             if name != wire.topic(wire.TOPIC_TEXT, result.camera):
                 raise wire.WireError(f"topic {name!r} does not match camera {result.camera!r}")
             if not 0 <= result.region < result.regions <= MAX_REGIONS:
                 raise wire.WireError(f"region {result.region} of {result.regions} out of range")
+            if self.exporter is not None:
+                self.exporter.observe_text(result)
             return True, result
         except wire.WireError as err:
             self.counters.rejected += 1
@@ -242,6 +269,10 @@ class Publisher:
         stats = {"process": NAME, "role": "publisher", "ts": now, **asdict(self.counters)}
         stats.update({f"frames_{k}" if k != "frames" else k: v for k, v in asdict(agg.counters).items()})
         stats["frames_pending"] = len(agg)
+        stats.update(metrics.process_fields(self.started))
+        if self.exporter is not None:
+            self.exporter.observe_stats(stats, now)
+            self.exporter.forget_stale(now)
         self.publish(wire.TOPIC_STATS, stats)
 
     def sleep_ms(self, now: float) -> int:

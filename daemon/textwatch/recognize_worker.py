@@ -29,6 +29,7 @@ from textwatch import bus, wire
 from textwatch.config import Settings, load_settings
 from textwatch.errors import ExitCode, TextwatchError
 from textwatch.log import get_logger
+from textwatch.metrics import process_fields
 from textwatch.recognize import Reading, Recognizer
 
 DRAIN_QUIET_MS = 300  # on stop, a queue silent this long is considered empty
@@ -43,8 +44,9 @@ class WorkerCounters:
     empty: int = 0
     failed: int = 0
     rejected: int = 0  # messages that were not valid crops
+    ocr_ms_total: float = 0.0  # time spent in the recognizer
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, int | float]:
         return dict(self.__dict__)
 
 
@@ -57,6 +59,7 @@ class Worker:
     crops: zmq.Socket
     results: zmq.Socket
     counters: WorkerCounters = field(default_factory=WorkerCounters)
+    started: float = field(default_factory=time.time)
 
     def handle(self, frames: list[bytes]) -> None:
         """Decode, read and publish one crop message; a malformed one is counted and skipped."""
@@ -66,7 +69,9 @@ class Worker:
             self.counters.rejected += 1
             get_logger().warning("crop_rejected", reason=str(err))
             return
+        start = time.perf_counter()
         reading = self.read(pixels, header.text_height)
+        self.counters.ocr_ms_total += (time.perf_counter() - start) * 1000.0
         self.count(reading)
         self.publish(wire.TOPIC_TEXT, text_result(header, reading, self.name), header.camera)
 
@@ -92,7 +97,9 @@ class Worker:
             pass
 
     def publish_stats(self) -> None:
-        self.publish(wire.TOPIC_STATS, {"process": self.name, "role": "worker", "ts": time.time(), **self.counters.as_dict()})
+        counters = {**self.counters.as_dict(), "ocr_ms_total": round(self.counters.ocr_ms_total, 3)}
+        stats = {"process": self.name, "role": "worker", "ts": time.time(), **counters, **process_fields(self.started)}
+        self.publish(wire.TOPIC_STATS, stats)
 
 
 def text_result(header: wire.CropHeader, reading: Reading, worker: str) -> wire.TextResult:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import zmq
 
 from textwatch import bus
+from textwatch.metrics import process_fields
 from textwatch.bus import Endpoints
 from textwatch.capture import CameraReader, Frame
 from textwatch.config import Settings
@@ -48,6 +49,7 @@ class DetectStats:
 
     frames: int = 0
     crops_sent: int = 0
+    crops_sent_by_camera: Counter[str] = field(default_factory=Counter)
     crops_dropped: Counter[str] = field(default_factory=Counter)
     detect_ms_total: float = 0.0
     batches: int = 0
@@ -58,6 +60,7 @@ class DetectStats:
             "crops_sent": self.crops_sent,
             "crops_dropped": dict(self.crops_dropped),
             "detect_ms_avg": round(self.detect_ms_total / max(1, self.batches), 2),
+            "detect_ms_total": round(self.detect_ms_total, 3),
             "batches": self.batches,
         }
 
@@ -78,6 +81,7 @@ class DetectProcess:
         self.readers = [CameraReader(camera, on_event=self.events.put) for camera in settings.cameras]
         self.last_seq = {camera.id: -1 for camera in settings.cameras}
         self.stats = DetectStats()
+        self.started = time.time()
         self.next_stats = time.monotonic() + settings.pipeline.stats_interval_s
 
     def run(self) -> int:
@@ -143,6 +147,7 @@ class DetectProcess:
             try:
                 self.push.send_multipart(encode_crop(header, pixels), zmq.NOBLOCK, copy=False)
                 self.stats.crops_sent += 1
+                self.stats.crops_sent_by_camera[frame.camera] += 1
             except zmq.Again:
                 self.stats.crops_dropped["queue_full"] += 1
 
@@ -159,8 +164,14 @@ class DetectProcess:
         if now < self.next_stats:
             return
         self.next_stats = now + self.settings.pipeline.stats_interval_s
-        cameras = {reader.camera_id: reader.counters.as_dict() for reader in self.readers}
-        body = {"process": self.name, "role": "detect", "ts": time.time(), "cameras": cameras, **self.stats.as_dict()}
+        cameras = {
+            reader.camera_id: {**reader.counters.as_dict(), "crops_sent": self.stats.crops_sent_by_camera[reader.camera_id]}
+            for reader in self.readers
+        }
+        body = {
+            "process": self.name, "role": "detect", "ts": time.time(), "cameras": cameras,
+            **self.stats.as_dict(), **process_fields(self.started),
+        }
         self._publish(encode_published(TOPIC_STATS, body))
 
     def _publish(self, message: list[bytes]) -> None:

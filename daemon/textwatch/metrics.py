@@ -1,0 +1,364 @@
+"""Prometheus metrics: the publisher turns what it already sees into metrics.
+
+Every process publishes a `stats` message (cumulative counters since it
+started, plus `started` and `rss_bytes`) and every read region passes the
+publisher as a `text.<camera>` result. The publisher owns one `Exporter`: it
+mirrors each process's counters into prometheus-client metrics on its own
+CollectorRegistry, observes OCR latency from text results, and serves them
+with prometheus_client's HTTP server on `metrics.listen`.
+
+Mirroring counters: a Prometheus counter only goes up, so the exporter keeps
+each process's previous values and adds the difference. A process that
+restarts resets its own counters: a changed `started` (or, without it, a
+counter that went down) is a restart, and the new values are added whole.
+The first stats of a process seen by this exporter are added whole too (the
+registry starts at zero with the publisher).
+
+Labels: `camera` is the camera id from the config (never its URL: RTSP URLs
+carry passwords), `process` the process name (`publisher`, `detect-0`,
+`ocr-N`, a remote worker's name). Cameras not in the config are ignored and
+counted; at most MAX_PROCESSES processes are tracked, and a process silent
+for `stale_s` has its series removed, so a remote pool can not grow the
+registry without bound.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.metrics import MetricWrapperBase
+
+from textwatch import wire
+from textwatch.config import Settings
+
+NAMESPACE = "textwatch"
+OCR_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)  # seconds, 10 ms .. 5 s
+MAX_PROCESSES = 256  # processes tracked at once; more are ignored (counted)
+STALE_INTERVALS = 10  # a process silent for this many stats intervals ...
+STALE_MIN_S = 60.0  # ... and at least this long has its series removed
+STARTUP_SLACK_S = 30.0  # a process first seen that started this close to the exporter counts as a start
+NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+OCR_STATUSES = ("text", "empty", "failed")
+
+
+# ---------------------------------------------------------------- fields every process adds to its stats
+
+
+def rss_bytes() -> int | None:
+    """Resident memory of this process from /proc/self/statm; None where there is no /proc (not Linux)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            resident_pages = int(statm.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return resident_pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def process_fields(started: float) -> dict[str, float | int]:
+    """`started` (UNIX seconds) and `rss_bytes` (absent where unknown), for every stats message."""
+    fields: dict[str, float | int] = {"started": started}
+    rss = rss_bytes()
+    if rss is not None:
+        fields["rss_bytes"] = rss
+    return fields
+
+
+# ---------------------------------------------------------------- the exporter
+
+
+@dataclass
+class _Process:
+    """What the exporter remembers of one process."""
+
+    started: float | None
+    last_seen: float
+    values: dict[tuple[str, ...], float] = field(default_factory=dict)  # previous counter values
+    series: set[tuple[MetricWrapperBase, tuple[str, ...]]] = field(default_factory=set)  # to remove when stale
+
+
+@dataclass
+class _Observation:
+    key: tuple[str, ...]
+    value: float
+    metric: Counter
+    labels: tuple[str, ...]
+
+
+def _number(value: Any) -> float | None:
+    """A finite, non-negative number (bool excluded), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) and value >= 0 else None
+
+
+class Exporter:
+    """Stats and text results in, Prometheus metrics out; `serve` starts the HTTP endpoint."""
+
+    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None, now: float | None = None) -> None:
+        self.settings = settings.metrics
+        self.cameras = frozenset(camera.id for camera in settings.cameras)
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.started = time.time() if now is None else now
+        self.stale_s = max(STALE_MIN_S, STALE_INTERVALS * settings.pipeline.stats_interval_s)
+        self._processes: dict[str, _Process] = {}
+        self._in_flight: dict[str, int] = {}  # camera -> crops sent minus results (negative while stats lag)
+        self._server: Any = None
+        self._define_metrics()
+
+    def _define_metrics(self) -> None:
+        def counter(name: str, doc: str, *labels: str) -> Counter:
+            return Counter(name, doc, labels, namespace=NAMESPACE, registry=self.registry)
+
+        def gauge(name: str, doc: str, *labels: str) -> Gauge:
+            return Gauge(name, doc, labels, namespace=NAMESPACE, registry=self.registry)
+
+        # per camera, from detect's stats
+        self.frames_read = counter("frames_read", "Frames read from the source", "camera")
+        self.frames_processed = counter("frames_processed", "Frames taken by the detector", "camera")
+        self.frames_skipped = counter("frames_skipped", "Frames replaced by a newer one or over max_fps", "camera")
+        self.reconnects = counter("reconnects", "Source reconnect attempts", "camera")
+        self.stalls = counter("stalls", "Times the source delivered nothing for stall_s", "camera")
+        self.read_errors = counter("read_errors", "Failed reads from the source", "camera")
+        self.crops_sent = counter("crops_sent", "Crops sent to the OCR pool", "camera")
+        self.source_up = gauge("source_up", "1 while the source delivers frames, else 0", "camera")
+        self.crops_in_flight = gauge(
+            "crops_in_flight", "Crops sent minus text results received (an estimate; lost crops stay counted)", "camera"
+        )
+        # per camera, from text results
+        self.ocr_latency = Histogram(
+            "ocr_latency_seconds", "Capture to OCR result, per read region", ["camera"],
+            namespace=NAMESPACE, registry=self.registry, buckets=OCR_LATENCY_BUCKETS,
+        )
+        self.ocr_results = counter("ocr_results", "Text results received by the publisher", "camera", "status")
+        # detect
+        self.detect_frames = counter("detect_frames", "Frames run through the detector", "process")
+        self.detect_batches = counter("detect_batches", "Batched detector forwards", "process")
+        self.detect_seconds = counter("detect_seconds", "Time spent in detector forwards", "process")
+        self.detect_batch_seconds = gauge(
+            "detect_batch_seconds", "Mean time of one batched forward over the last stats interval", "process"
+        )
+        self.crops_dropped = counter("crops_dropped", "Crops or results dropped, by reason", "process", "reason")
+        # workers
+        self.ocr_crops = counter("ocr_crops", "Crops read by a worker, by result status", "process", "status")
+        self.ocr_seconds = counter("ocr_seconds", "Time a worker spent reading crops", "process")
+        # publisher
+        self.messages_forwarded = counter("messages_forwarded", "Producer messages passed to subscribers", "process")
+        self.messages_rejected = counter("messages_rejected", "Malformed messages dropped", "process")
+        self.subscriptions = counter("subscriptions", "Subscribe/unsubscribe messages passed upstream", "process")
+        self.frames_published = counter(
+            "frames_published", "frame.<camera> messages by outcome (complete, incomplete, evicted)", "process", "outcome"
+        )
+        self.regions_ignored = counter("regions_ignored", "Regions ignored by the aggregator, by reason", "process", "reason")
+        self.frames_pending = gauge("frames_pending", "Frames being collected by the aggregator", "process")
+        # every process
+        self.resident_memory = gauge("process_resident_memory_bytes", "Resident memory of the process", "process")
+        self.start_time = gauge("process_start_time_seconds", "When the process started, UNIX seconds", "process")
+        self.starts = counter("process_starts", "Process starts seen by this exporter (restarts included)", "process")
+        self.last_seen = gauge("process_last_stats_timestamp_seconds", "When the process's last stats arrived", "process")
+        self.ignored = counter("exporter_ignored", "Stats or results the exporter could not use, by reason", "reason")
+        self._counters_by_role: dict[str, list[tuple[str, Counter, tuple[str, ...], float]]] = {
+            # stats key, metric, label values after `process`, scale
+            "detect": [
+                ("frames", self.detect_frames, (), 1.0),
+                ("batches", self.detect_batches, (), 1.0),
+                ("detect_ms_total", self.detect_seconds, (), 0.001),
+            ],
+            "worker": [
+                ("text", self.ocr_crops, ("text",), 1.0),
+                ("empty", self.ocr_crops, ("empty",), 1.0),
+                ("failed", self.ocr_crops, ("failed",), 1.0),
+                ("rejected", self.messages_rejected, (), 1.0),
+                ("ocr_ms_total", self.ocr_seconds, (), 0.001),
+            ],
+            "publisher": [
+                ("forwarded", self.messages_forwarded, (), 1.0),
+                ("rejected", self.messages_rejected, (), 1.0),
+                ("subscriptions", self.subscriptions, (), 1.0),
+                ("frames", self.frames_published, ("complete",), 1.0),
+                ("frames_incomplete", self.frames_published, ("incomplete",), 1.0),
+                ("frames_evicted", self.frames_published, ("evicted",), 1.0),
+                ("frames_duplicates", self.regions_ignored, ("duplicate",), 1.0),
+                ("frames_late", self.regions_ignored, ("late",), 1.0),
+            ],
+        }
+        self._camera_counters = {
+            "frames_read": self.frames_read,
+            "frames_delivered": self.frames_processed,
+            "frames_skipped": self.frames_skipped,
+            "reconnects": self.reconnects,
+            "stalls": self.stalls,
+            "read_errors": self.read_errors,
+            "crops_sent": self.crops_sent,
+        }
+
+    # ------------------------------------------------------------ serving
+
+    def serve(self) -> None:
+        """Start the HTTP endpoint on metrics.listen (a daemon thread); OSError when the port is taken."""
+        host, port = self.settings.address()
+        self._server, _thread = start_http_server(port, addr=host, registry=self.registry)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    # ------------------------------------------------------------ text results
+
+    def observe_text(self, result: wire.TextResult) -> None:
+        """One read region: its latency, its status, one crop fewer in flight."""
+        if result.camera not in self.cameras:
+            self.ignored.labels("unknown_camera").inc()
+            return
+        status = result.status if result.status in OCR_STATUSES else "other"
+        self.ocr_results.labels(result.camera, status).inc()
+        self.ocr_latency.labels(result.camera).observe(max(0.0, result.latency_ms) / 1000.0)
+        self._in_flight[result.camera] = self._in_flight.get(result.camera, 0) - 1
+        self.crops_in_flight.labels(result.camera).set(max(0, self._in_flight[result.camera]))
+
+    # ------------------------------------------------------------ stats
+
+    def observe_stats(self, stats: dict[str, Any], now: float) -> None:
+        """One process's stats message: mirror its counters, gauges and restarts."""
+        name = stats.get("process")
+        if not isinstance(name, str) or not NAME.match(name):
+            self.ignored.labels("bad_process_name").inc()
+            return
+        known = self._processes.get(name)
+        if known is None and len(self._processes) >= MAX_PROCESSES:
+            self.ignored.labels("too_many_processes").inc()
+            return
+        cameras = list(self._cameras(stats))
+        observations = list(self._observations(name, stats, cameras))
+        started = _number(stats.get("started"))
+        first = known is None
+        if known is None:
+            known = self._processes[name] = _Process(started=started, last_seen=now)
+            restarted = False
+            # at daemon start every process is new to us; after a publisher restart they are not
+            counts_as_start = started is None or started >= self.started - STARTUP_SLACK_S
+        else:
+            restarted = (started is not None and started != known.started) or (
+                started is None and any(o.value < known.values.get(o.key, 0.0) for o in observations)
+            )
+            counts_as_start = restarted
+        known.started, known.last_seen = started, now
+        if counts_as_start:
+            self._record(known, self.starts, (name,)).inc()
+        deltas = {o.key: self._mirror(known, o, whole=first or restarted) for o in observations}
+        self._process_gauges(known, name, stats, now)
+        self._camera_gauges(known, cameras, deltas, baseline=first and not counts_as_start)
+        self._detect_latency(known, name, stats, deltas)
+
+    def _observations(
+        self, name: str, stats: dict[str, Any], cameras: list[tuple[str, dict[str, Any]]]
+    ) -> Iterable[_Observation]:
+        """Every cumulative counter in this stats message, with the metric it mirrors into."""
+        for key, metric, labels, scale in self._counters_by_role.get(str(stats.get("role")), []):
+            value = _number(stats.get(key))
+            if value is not None:
+                yield _Observation((key,), value * scale, metric, (name, *labels))
+        dropped = stats.get("crops_dropped")
+        if isinstance(dropped, dict):
+            for reason, count in dropped.items():
+                value = _number(count)
+                if value is not None and isinstance(reason, str) and NAME.match(reason):
+                    yield _Observation(("crops_dropped", reason), value, self.crops_dropped, (name, reason))
+        for camera, counters in cameras:
+            for key, metric in self._camera_counters.items():
+                value = _number(counters.get(key))
+                if value is not None:
+                    yield _Observation(("camera", camera, key), value, metric, (camera,))
+
+    def _cameras(self, stats: dict[str, Any]) -> Iterable[tuple[str, dict[str, Any]]]:
+        cameras = stats.get("cameras")
+        if not isinstance(cameras, dict):
+            return
+        for camera, counters in cameras.items():
+            if camera not in self.cameras or not isinstance(counters, dict):
+                self.ignored.labels("unknown_camera").inc()
+                continue
+            yield camera, counters
+
+    def _mirror(self, process: _Process, observation: _Observation, whole: bool) -> float:
+        """Add what the counter grew by since the last stats (all of it after a restart); returns that."""
+        previous = process.values.get(observation.key)
+        process.values[observation.key] = observation.value
+        if whole or previous is None or observation.value < previous:
+            delta = observation.value
+        else:
+            delta = observation.value - previous
+        self._record(process, observation.metric, observation.labels).inc(delta)
+        return delta
+
+    def _process_gauges(self, process: _Process, name: str, stats: dict[str, Any], now: float) -> None:
+        self._record(process, self.last_seen, (name,)).set(now)
+        if process.started is not None:
+            self._record(process, self.start_time, (name,)).set(process.started)
+        rss = _number(stats.get("rss_bytes"))
+        if rss is not None:
+            self._record(process, self.resident_memory, (name,)).set(rss)
+        pending = _number(stats.get("frames_pending"))
+        if pending is not None and stats.get("role") == "publisher":
+            self._record(process, self.frames_pending, (name,)).set(pending)
+
+    def _camera_gauges(
+        self,
+        process: _Process,
+        cameras: list[tuple[str, dict[str, Any]]],
+        deltas: dict[tuple[str, ...], float],
+        baseline: bool,
+    ) -> None:
+        """source_up, and crops in flight: sent (from stats) minus answered (text results seen).
+
+        Results usually arrive before the stats that count their crops, so the balance dips
+        below zero between stats; the gauge shows max(0, balance). A process that was already
+        running when this exporter started (the publisher restarted) gives a baseline: the
+        crops it sent before are not counted. Crops lost with a killed worker stay counted.
+        """
+        for camera, counters in cameras:
+            if isinstance(counters.get("up"), bool):
+                self._record(process, self.source_up, (camera,)).set(1 if counters["up"] else 0)
+            sent = deltas.get(("camera", camera, "crops_sent"))
+            if sent is None:
+                continue
+            balance = self._in_flight.get(camera, 0) + (0 if baseline else int(sent))
+            self._in_flight[camera] = balance
+            self._record(process, self.crops_in_flight, (camera,)).set(max(0, balance))
+
+    def _detect_latency(
+        self, process: _Process, name: str, stats: dict[str, Any], deltas: dict[tuple[str, ...], float]
+    ) -> None:
+        batches, seconds = deltas.get(("batches",)), deltas.get(("detect_ms_total",))
+        if stats.get("role") == "detect" and batches and seconds is not None:
+            self._record(process, self.detect_batch_seconds, (name,)).set(seconds / batches)
+
+    def _record(self, process: _Process, metric: MetricWrapperBase, labels: tuple[str, ...]) -> Any:
+        """metric.labels(*labels), remembered so the series goes when the process goes stale."""
+        process.series.add((metric, labels))
+        return metric.labels(*labels)
+
+    # ------------------------------------------------------------ housekeeping
+
+    def forget_stale(self, now: float) -> list[str]:
+        """Remove the series of processes silent for stale_s; returns their names."""
+        stale = [name for name, process in self._processes.items() if now - process.last_seen > self.stale_s]
+        for name in stale:
+            process = self._processes.pop(name)
+            for metric, labels in process.series:
+                try:
+                    metric.remove(*labels)
+                except KeyError:
+                    pass  # already gone: another stale process shared the series (a camera)
+            for camera in self.cameras:
+                if ("camera", camera, "crops_sent") in process.values:
+                    self._in_flight.pop(camera, None)
+        return stale
