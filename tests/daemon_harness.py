@@ -78,8 +78,15 @@ def write_line_clip(path: Path, texts: list[str], frames_each: int = 10, fps: fl
     return path
 
 
-def daemon_config(folder: Path, url: str, *, workers: int = 1, extra: str = "", **camera: object) -> Path:
-    """A config for the whole-frame model, one camera, private ipc dir and a free TCP port."""
+def daemon_config(
+    folder: Path, url: str, *, workers: int = 1, extra: str = "", metrics_port: int | None = None, **camera: object
+) -> Path:
+    """A config for the whole-frame model, one camera, private ipc dir and a free TCP port.
+
+    `extra` is appended inside [bus]. The metrics endpoint is off unless `metrics_port` is given
+    (then it listens on 127.0.0.1:metrics_port), so parallel daemons never fight over 9108.
+    """
+    metrics = f'enabled = true\nlisten = "127.0.0.1:{metrics_port}"' if metrics_port else "enabled = false"
     cfg, weights = whole_frame_model(folder)
     camera_lines = "".join(f"{k} = {json.dumps(v)}\n" for k, v in camera.items())
     text = f"""
@@ -103,6 +110,9 @@ restart_budget = 20
 runtime_dir = "{folder / 'run'}"
 publish = "tcp://127.0.0.1:{free_port()}"
 {extra}
+
+[metrics]
+{metrics}
 """
     path = folder / "textwatch.toml"
     path.write_text(text)
