@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_subscribe_arguments(subscribe)
     subscribe.set_defaults(handler=run_subscribe)
 
+    from textwatch.status import add_status_arguments, run_status
+
+    status = sub.add_parser("status", help="health summary from a running daemon's metrics endpoint")
+    add_status_arguments(status)
+    status.set_defaults(handler=run_status)
+
     from textwatch import evaluate
 
     evaluate.add_arguments(sub.add_parser("eval", help="score accuracy and speed on eval sets (shared/eval)"))
