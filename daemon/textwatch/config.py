@@ -72,6 +72,84 @@ class OcrSettings(Strict):
     )
 
 
+# ------------------------------------------------ tracking, consolidation, per-camera filters (issue 7)
+
+DEFAULT_REPLACEMENTS = [("O", "0"), ("I", "1"), ("S", "5"), ("B", "8"), ("Z", "2")]
+
+
+class FilterSettings(Strict):
+    format: str = Field(
+        "", description="regular expression a text must fully match, e.g. a plate pattern; empty = any text"
+    )
+    replacements: list[tuple[str, str]] = Field(
+        default_factory=lambda: list(DEFAULT_REPLACEMENTS),
+        description="ordered pairs of confusable characters, swapped either way when that makes a text match format",
+    )
+    known: list[str] = Field(
+        default_factory=list, description="known strings; a text within max_edit_distance of one becomes that string"
+    )
+    max_edit_distance: int = Field(1, ge=0, le=10, description="Levenshtein distance up to which a text matches a known string")
+    min_box_height: int = Field(0, ge=0, description="boxes lower than this (frame pixels) are ignored; 0 = no limit")
+    min_confidence: float = Field(
+        0.0, ge=0.0, le=100.0, description="reads with a lower OCR confidence (0-100) do not vote"
+    )
+    masks: list[list[tuple[int, int]]] = Field(
+        default_factory=list,
+        description="polygons [[x, y], ...] in frame pixels; a box whose centre lies inside one is ignored",
+    )
+
+    @field_validator("format")
+    @classmethod
+    def _format_compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as error:
+            raise ValueError(f"format is not a valid regular expression: {error}") from error
+        return value
+
+    @field_validator("replacements")
+    @classmethod
+    def _single_characters(cls, value: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        for pair in value:
+            if len(pair[0]) != 1 or len(pair[1]) != 1 or pair[0] == pair[1]:
+                raise ValueError(f"replacement {list(pair)} must be two different single characters")
+        return value
+
+    @field_validator("masks")
+    @classmethod
+    def _polygons(cls, value: list[list[tuple[int, int]]]) -> list[list[tuple[int, int]]]:
+        for polygon in value:
+            if len(polygon) < 3:
+                raise ValueError(f"mask {polygon} needs at least 3 points")
+        return value
+
+
+class TrackingSettings(Strict):
+    enabled: bool = Field(True, description="track regions and read only new or changed crops; off = read every crop")
+    iou_match: float = Field(
+        0.3, gt=0.0, le=1.0, description="least IoU between a track's predicted box and a detection to match them"
+    )
+    max_missed: int = Field(5, ge=0, description="frames a track may go undetected before it is gone")
+    max_age_s: float = Field(2.0, gt=0.0, description="seconds a track may go unseen before it is gone")
+    refresh_s: float = Field(2.0, gt=0.0, description="an unchanged track is read again after this many seconds")
+    change_threshold: float = Field(
+        0.25, gt=0.0, description="signature difference (mean |z| of a 16x8 thumbnail) above which a crop changed"
+    )
+    better_area_ratio: float = Field(
+        1.3, ge=1.0, description="a box this many times larger than the best one read is read again"
+    )
+    better_sharpness_ratio: float = Field(
+        1.5, ge=1.0, description="a crop this many times sharper (variance of Laplacian) than the best read is read again"
+    )
+
+
+class ConsolidationSettings(Strict):
+    similarity: float = Field(
+        75.0, ge=0.0, le=100.0, description="rapidfuzz ratio (0-100) at or above which two reads are one text"
+    )
+    max_reads: int = Field(32, ge=1, le=10_000, description="best reads kept per track; the weakest is dropped beyond")
+
+
 class CameraSettings(Strict):
     id: str = Field("sample", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="camera id, used in topics and metrics")
     url: str = Field(
@@ -87,6 +165,9 @@ class CameraSettings(Strict):
     stall_s: float = Field(5.0, gt=0.0, le=3600.0, description="no frame for this long counts as source down")
     reconnect_min_s: float = Field(0.5, gt=0.0, le=60.0, description="first reconnect delay (doubles, with jitter)")
     reconnect_max_s: float = Field(15.0, gt=0.0, le=3600.0, description="cap of the reconnect delay")
+    filters: FilterSettings = Field(
+        default_factory=FilterSettings, description="normalisation and filters of this camera's text and boxes"
+    )
 
 
 class PipelineSettings(Strict):
@@ -164,6 +245,8 @@ class Settings(Strict):
         description="one [[cameras]] table per source; the default plays the bundled sample video",
     )
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    consolidation: ConsolidationSettings = Field(default_factory=ConsolidationSettings)
     bus: BusSettings = Field(default_factory=BusSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     source: Path | None = Field(None, exclude=True, description="file this was loaded from, if any")
@@ -266,22 +349,36 @@ def render_default_config() -> str:
         if name == "source":
             continue
         is_list = isinstance(defaults[name], list)
-        section = typing.get_args(field.annotation)[0] if is_list else field.annotation
+        model = typing.get_args(field.annotation)[0] if is_list else field.annotation
         values = defaults[name][0] if is_list else defaults[name]
-        parts.append(f"\n[[{name}]]\n" if is_list else f"\n[{name}]\n")
-        if field.description:
-            parts.append(f"# {field.description}\n")
-        for key, sub in section.model_fields.items():
-            value = values[key]
-            parts.append(f"# {sub.description}\n")
-            parts.append(f"{key} = {_toml_value(value)}\n" if value is not None else f"# {key} = {_EXAMPLES[key]}\n")
+        parts += _render_table(name, model, values, field.description, array=is_list)
     return "".join(parts)
+
+
+def _render_table(name: str, model: type[BaseModel], values: dict, description: str | None, array: bool = False) -> list[str]:
+    """One [table] (or [[array]] element): plain keys first, then nested tables."""
+    parts = [f"\n[[{name}]]\n" if array else f"\n[{name}]\n"]
+    if description:
+        parts.append(f"# {description}\n")
+    nested = []
+    for key, sub in model.model_fields.items():
+        value = values[key]
+        if isinstance(value, dict):
+            nested.append((f"{name}.{key}", sub.annotation, value, sub.description))
+            continue
+        parts.append(f"# {sub.description}\n")
+        parts.append(f"{key} = {_toml_value(value)}\n" if value is not None else f"# {key} = {_EXAMPLES[key]}\n")
+    for args in nested:
+        parts += _render_table(*args)
+    return parts
 
 
 _EXAMPLES = {"tessdata": '"/usr/share/tesseract-ocr/5/tessdata"', "runtime_dir": '"/run/textwatch"'}
 
 
 def _toml_value(value: object) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):

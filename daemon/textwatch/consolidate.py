@@ -28,18 +28,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
-from pydantic import Field
 from rapidfuzz import fuzz, process, utils
 
-from textwatch.config import Strict
-from textwatch.normalize import FilterSettings, normalize
-
-
-class ConsolidationSettings(Strict):
-    similarity: float = Field(
-        75.0, ge=0.0, le=100.0, description="rapidfuzz ratio (0-100) at or above which two reads are one text"
-    )
-    max_reads: int = Field(32, ge=1, le=10_000, description="best reads kept per track; the weakest is dropped beyond")
+from textwatch.config import ConsolidationSettings, FilterSettings
+from textwatch.normalize import normalize
 
 
 @dataclass(frozen=True)

@@ -30,64 +30,13 @@ from itertools import combinations, product
 
 import cv2
 import numpy as np
-from pydantic import Field, field_validator
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
-from textwatch.config import Strict
+from textwatch.config import FilterSettings
 
 Box = tuple[int, int, int, int]
 MAX_CANDIDATES = 4096  # bound on the format search: 12 confusable characters, all combinations
-
-DEFAULT_REPLACEMENTS = [("O", "0"), ("I", "1"), ("S", "5"), ("B", "8"), ("Z", "2")]
-
-
-class FilterSettings(Strict):
-    format: str = Field(
-        "", description="regular expression a text must fully match, e.g. a plate pattern; empty = any text"
-    )
-    replacements: list[tuple[str, str]] = Field(
-        default_factory=lambda: list(DEFAULT_REPLACEMENTS),
-        description="ordered pairs of confusable characters, swapped either way when that makes a text match format",
-    )
-    known: list[str] = Field(
-        default_factory=list, description="known strings; a text within max_edit_distance of one becomes that string"
-    )
-    max_edit_distance: int = Field(1, ge=0, le=10, description="Levenshtein distance up to which a text matches a known string")
-    min_box_height: int = Field(0, ge=0, description="boxes lower than this (frame pixels) are ignored; 0 = no limit")
-    min_confidence: float = Field(
-        0.0, ge=0.0, le=100.0, description="reads with a lower OCR confidence (0-100) do not vote"
-    )
-    masks: list[list[tuple[int, int]]] = Field(
-        default_factory=list,
-        description="polygons [[x, y], ...] in frame pixels; a box whose centre lies inside one is ignored",
-    )
-
-    @field_validator("format")
-    @classmethod
-    def _format_compiles(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as error:
-            raise ValueError(f"format is not a valid regular expression: {error}") from error
-        return value
-
-    @field_validator("replacements")
-    @classmethod
-    def _single_characters(cls, value: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        for pair in value:
-            if len(pair[0]) != 1 or len(pair[1]) != 1 or pair[0] == pair[1]:
-                raise ValueError(f"replacement {list(pair)} must be two different single characters")
-        return value
-
-    @field_validator("masks")
-    @classmethod
-    def _polygons(cls, value: list[list[tuple[int, int]]]) -> list[list[tuple[int, int]]]:
-        for polygon in value:
-            if len(polygon) < 3:
-                raise ValueError(f"mask {polygon} needs at least 3 points")
-        return value
-
 
 def normalize(text: str, settings: FilterSettings) -> str | None:
     """The text as this camera should report it, or None when the format rejects it (rule in the module docstring)."""

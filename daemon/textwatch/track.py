@@ -35,9 +35,8 @@ from typing import Literal
 
 import cv2
 import numpy as np
-from pydantic import Field
 
-from textwatch.config import Strict
+from textwatch.config import TrackingSettings
 from textwatch.detect.runtime import Detection
 
 try:  # Optional: the Hungarian method. Greedy by IoU is the fallback.
@@ -51,25 +50,6 @@ VELOCITY_SMOOTHING = 0.5  # weight of the newest velocity estimate
 
 Box = tuple[int, int, int, int]
 GoneReason = Literal["missed", "aged", "finished"]
-
-
-class TrackingSettings(Strict):
-    enabled: bool = Field(True, description="track regions and read only new or changed crops; off = read every crop")
-    iou_match: float = Field(
-        0.3, gt=0.0, le=1.0, description="least IoU between a track's predicted box and a detection to match them"
-    )
-    max_missed: int = Field(5, ge=0, description="frames a track may go undetected before it is gone")
-    max_age_s: float = Field(2.0, gt=0.0, description="seconds a track may go unseen before it is gone")
-    refresh_s: float = Field(2.0, gt=0.0, description="an unchanged track is read again after this many seconds")
-    change_threshold: float = Field(
-        0.25, gt=0.0, description="signature difference (mean |z| of a 16x8 thumbnail) above which a crop changed"
-    )
-    better_area_ratio: float = Field(
-        1.3, ge=1.0, description="a box this many times larger than the best one read is read again"
-    )
-    better_sharpness_ratio: float = Field(
-        1.5, ge=1.0, description="a crop this many times sharper (variance of Laplacian) than the best read is read again"
-    )
 
 
 @dataclass(frozen=True)
