@@ -17,6 +17,10 @@ daemon down cleanly.
 Shutdown is staged: stop capture (TERM detect), give in-flight crops up to
 `shutdown_grace_s` to be read (workers drain their queue and exit on TERM),
 stop the publisher, KILL whatever outlives its deadline, reap, exit 0.
+
+Under systemd (Type=notify) the supervisor also reads the children's `stats`
+off the bus and tells systemd READY=1, WATCHDOG=1 (only while frames or crops
+move), STATUS= and STOPPING=1: see textwatch.systemd.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from textwatch.bus import Endpoints
 from textwatch.config import Settings
 from textwatch.errors import ExitCode
 from textwatch.log import get_logger, setup_logging
+from textwatch.systemd import ServiceNotifier
 
 SPAWN = mp.get_context("spawn")  # no fork: children must not inherit threads or ZeroMQ contexts
 TICK_S = 0.2
@@ -50,6 +55,7 @@ class ChildSpec:
     target: Callable[..., int]
     restarts: deque[float] = field(default_factory=deque)
     process: SpawnProcess | None = None
+    starts: int = 0
 
 
 def child_main(target: Callable[..., int], name: str, settings: Settings, endpoints: Endpoints, log_json: bool | None) -> None:
@@ -126,21 +132,34 @@ class Supervisor:
         self.log = get_logger()
         self.log_json = log_json
         self.exit_code: int | None = None
+        self.systemd: ServiceNotifier | None = None
 
     # ------------------------------------------------------------ main loop
 
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda signum, _frame: self.signals.put(signum))
+        workers = tuple(s.name for s in self.specs if s.role == "worker")
+        self.systemd = ServiceNotifier.from_environment(self.settings, self.endpoints.publish, workers, self.log)
         for spec in self.specs:
             self.spawn(spec)
         self.log.info("daemon_started", children=[s.name for s in self.specs], publish=self.endpoints.publish)
-        while self.exit_code is None:
-            self.dispatch_signals()
-            if self.exit_code is None:
-                self.reap()
-        self.shutdown()
+        try:
+            while self.exit_code is None:
+                self.step()
+            self.shutdown()
+        finally:
+            if self.systemd is not None:
+                self.systemd.close()
         return self.exit_code
+
+    def step(self) -> None:
+        """One tick: a signal (waits up to TICK_S for one), the children, then what systemd hears."""
+        self.dispatch_signals()
+        if self.exit_code is None:
+            self.reap()
+        if self.exit_code is None and self.systemd is not None:
+            self.systemd.tick(time.monotonic(), self.worker_restarts())
 
     def dispatch_signals(self) -> None:
         try:
@@ -172,7 +191,11 @@ class Supervisor:
             daemon=False,
         )
         spec.process.start()
+        spec.starts += 1
         self.log.info("child_started", child=spec.name, pid=spec.process.pid)
+
+    def worker_restarts(self) -> int:
+        return sum(spec.starts - 1 for spec in self.specs if spec.role == "worker" and spec.starts)
 
     def reap(self) -> None:
         """Look at every child once: restart the dead, or decide the daemon's fate."""
@@ -210,6 +233,8 @@ class Supervisor:
     def shutdown(self) -> None:
         """Stop capture, let workers drain up to the grace period, stop the publisher."""
         grace = self.settings.pipeline.shutdown_grace_s
+        if self.systemd is not None:
+            self.systemd.stopping(self.exit_code)
         self.stop_role("detect", deadline=grace)
         self.stop_role("worker", deadline=grace)
         self.stop_role("publisher", deadline=2.0)
