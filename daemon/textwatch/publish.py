@@ -36,10 +36,12 @@ from textwatch import bus, metrics, wire
 from textwatch.config import Settings
 from textwatch.errors import ExitCode
 from textwatch.log import get_logger
+from textwatch.trackbook import TrackBook
 
 NAME = "publisher"
 AGGREGATED_TOPIC = b"\x01" + wire.TOPIC_TEXT.encode() + b"."  # our own subscription on the XSUB
 STATS_TOPIC = b"\x01" + wire.TOPIC_STATS.encode()  # ours too while metrics are enabled
+NOTICE_PREFIX = wire.TOPIC_TRACK_NOTICE.encode() + b"."  # internal: consumed here, never forwarded
 MAX_PENDING_FRAMES = 1024  # frames being collected; 5 fps x 2 s timeout x 100 cameras fits
 MAX_REGIONS = 10_000  # a text result claiming more regions per frame is rejected (memory bound)
 BATCH = 256  # messages forwarded per poll wake-up before looking at subscriptions and deadlines
@@ -181,6 +183,8 @@ class Publisher:
             self.close()
             raise
         self.xsub.send(AGGREGATED_TOPIC)
+        self.xsub.send(b"\x01" + NOTICE_PREFIX)
+        self.tracks = TrackBook(settings)
         self.exporter = self.start_exporter(settings) if settings.metrics.enabled else None
 
     def start_exporter(self, settings: Settings) -> metrics.Exporter | None:
@@ -218,6 +222,9 @@ class Publisher:
                 frames = self.xsub.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            if frames[0].startswith(NOTICE_PREFIX):
+                self.take_notice(frames, now)
+                continue
             valid, result = self.check(frames, now)
             if not valid:
                 continue
@@ -226,6 +233,28 @@ class Publisher:
             if result is not None:
                 for frame in self.aggregator.add(result, now):
                     self.publish(wire.TOPIC_FRAME, frame, frame.camera)
+                self.publish_tracks(self.tracks.read(result, now))
+
+    def take_notice(self, frames: list[bytes], now: float) -> None:
+        """A tracker notice from detect: into the TrackBook, never to subscribers."""
+        try:
+            _, payload = wire.decode_published(frames)
+            notice = wire.track_notice_from_dict(payload)
+        except wire.WireError as err:
+            self.counters.rejected += 1
+            self.log.warning("message_rejected", reason=str(err))
+            return
+        self.publish_tracks(self.tracks.notice(notice, now))
+
+    def drain_notices(self, now: float) -> None:
+        """At shutdown: take what producers sent last (detect's final gone notices) before closing tracks."""
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline and self.xsub.poll(100, zmq.POLLIN):
+            self.pump_downstream(now)
+
+    def publish_tracks(self, events: list[wire.TrackEvent]) -> None:
+        for event in events:
+            self.publish(wire.TOPIC_TRACK, event, event.camera)
 
     def check(self, frames: list[bytes], now: float | None = None) -> tuple[bool, wire.TextResult | None]:
         """(valid, the TextResult of a text.* message); a malformed message is counted as rejected.
@@ -263,12 +292,14 @@ class Publisher:
     def expire(self, now: float) -> None:
         for frame in self.aggregator.expire(now):
             self.publish(wire.TOPIC_FRAME, frame, frame.camera)
+        self.publish_tracks(self.tracks.expire(now))
 
     def publish_stats(self, now: float) -> None:
         agg = self.aggregator
         stats = {"process": NAME, "role": "publisher", "ts": now, **asdict(self.counters)}
         stats.update({f"frames_{k}" if k != "frames" else k: v for k, v in asdict(agg.counters).items()})
         stats["frames_pending"] = len(agg)
+        stats["tracks_live"] = len(self.tracks)
         stats.update(metrics.process_fields(self.started))
         if self.exporter is not None:
             self.exporter.observe_stats(stats, now)
@@ -295,6 +326,8 @@ def run_publisher(settings: Settings, endpoints: bus.Endpoints, stop: threading.
         now = time.time()
         for frame in publisher.aggregator.flush(now):
             publisher.publish(wire.TOPIC_FRAME, frame, frame.camera)
+        publisher.drain_notices(now)
+        publisher.publish_tracks(publisher.tracks.flush())
         publisher.publish_stats(now)
         publisher.log.info("publisher_stopped", **asdict(publisher.counters))
         return int(ExitCode.OK)

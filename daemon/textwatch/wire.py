@@ -15,6 +15,12 @@ Published (workers/detect/aggregator PUB -> XSUB/XPUB proxy -> subscribers):
     frame.<camera>  all regions of one frame, once all are read or timed out
     event.<camera>  source_up / source_down (and why)
     stats           a process's counters, every few seconds
+    track.<camera>  a tracked region appeared, its consolidated text changed, or it is gone
+
+Internal (detect -> publisher only, never forwarded to subscribers):
+    _track.<camera> TrackNotice: a track appeared or is gone, from the tracker;
+                    the publisher turns it into track.<camera> with the text
+                    consolidated from the track's reads.
 
 Every JSON object carries "v": 1. Parsing is strict: a frame that is not valid
 UTF-8 JSON of the right shape raises `WireError` (the receiver counts it as
@@ -33,6 +39,8 @@ import numpy as np
 SCHEMA_VERSION = 1
 MAX_CROP_PIXELS = 4096 * 4096  # refuse headers that would make us allocate absurd buffers
 TOPIC_TEXT, TOPIC_FRAME, TOPIC_EVENT, TOPIC_STATS = "text", "frame", "event", "stats"
+TOPIC_TRACK = "track"
+TOPIC_TRACK_NOTICE = "_track"  # internal: the publisher consumes it
 
 
 class WireError(ValueError):
@@ -102,6 +110,66 @@ class SourceEvent:
     reason: str
     ts: float
     v: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class TrackNotice:
+    """Internal (_track.<camera>): the tracker saw a track appear or go."""
+
+    camera: str
+    track: int
+    event: str  # "appeared" | "gone"
+    seq: int  # frame of the event
+    ts: float
+    box: tuple[int, int, int, int]  # latest box, frame pixels
+    first_seq: int
+    first_ts: float
+    last_seq: int
+    last_ts: float
+    reason: str = ""  # gone: "missed" | "aged" | "finished"
+    v: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class TrackEvent:
+    """track.<camera>: one answer per text region, from appearance to disappearance."""
+
+    camera: str
+    track: int
+    event: str  # "appeared" | "changed" | "gone"
+    ts: float  # when the event happened (capture time of its frame, or of the read)
+    box: tuple[int, int, int, int] | None
+    text: str  # consolidated text so far ("" until a read voted)
+    confidence: float  # OCR confidence of the winning read, 0..100
+    reads: int  # reads of this track so far
+    first_seq: int
+    first_ts: float
+    last_seq: int
+    last_ts: float
+    reason: str = ""
+    v: int = SCHEMA_VERSION
+
+
+def track_notice_from_dict(raw: dict[str, Any]) -> TrackNotice:
+    try:
+        notice = TrackNotice(
+            camera=_str(raw, "camera"),
+            track=_int(raw, "track"),
+            event=_str(raw, "event"),
+            seq=_int(raw, "seq"),
+            ts=_float(raw, "ts"),
+            box=_ints(raw, "box", 4),
+            first_seq=_int(raw, "first_seq"),
+            first_ts=_float(raw, "first_ts"),
+            last_seq=_int(raw, "last_seq"),
+            last_ts=_float(raw, "last_ts"),
+            reason=_str(raw, "reason"),
+        )
+    except (KeyError, TypeError) as err:
+        raise WireError(f"track notice field missing or mistyped: {err}") from None
+    if notice.event not in ("appeared", "gone"):
+        raise WireError(f"track notice event {notice.event!r}")
+    return notice
 
 
 # ---------------------------------------------------------------- crops

@@ -26,6 +26,7 @@ from textwatch.metrics import process_fields
 from textwatch.bus import Endpoints
 from textwatch.capture import CameraReader, Frame
 from textwatch.config import Settings
+from textwatch.detect.plan import RegionPlanner
 from textwatch.detect.runtime import Detection, Detector
 from textwatch.errors import TextwatchError
 from textwatch.log import get_logger
@@ -33,6 +34,7 @@ from textwatch.wire import (
     TOPIC_EVENT,
     TOPIC_FRAME,
     TOPIC_STATS,
+    TOPIC_TRACK_NOTICE,
     CropHeader,
     FrameResult,
     SourceEvent,
@@ -81,6 +83,7 @@ class DetectProcess:
         self.readers = [CameraReader(camera, on_event=self.events.put) for camera in settings.cameras]
         self.last_seq = {camera.id: -1 for camera in settings.cameras}
         self.stats = DetectStats()
+        self.planner = RegionPlanner(settings)
         self.started = time.time()
         self.next_stats = time.monotonic() + settings.pipeline.stats_interval_s
 
@@ -103,7 +106,7 @@ class DetectProcess:
         for start in range(0, len(frames), self.settings.pipeline.batch):
             batch = frames[start : start + self.settings.pipeline.batch]
             for frame, detections in zip(batch, self.detect(batch)):
-                self.send_crops(frame, detections)
+                self.handle_frame(frame, detections)
         self.publish_stats_when_due()
 
     def newest_frames(self) -> list[Frame]:
@@ -123,14 +126,27 @@ class DetectProcess:
         self.stats.frames += len(frames)
         return detections
 
-    def send_crops(self, frame: Frame, detections: list[Detection]) -> None:
-        """Each region as a crop message; an empty frame is published straight away."""
-        if not detections:
+    def handle_frame(self, frame: Frame, detections: list[Detection]) -> None:
+        """Plan the frame (filters, tracks), tell the publisher about tracks, send the crops to read.
+
+        A frame with nothing detected is published straight away (regions: []),
+        so subscribers see text disappear. With tracking, a frame whose regions
+        were all skipped as unchanged produces no frame message: nothing new was
+        read; the track.<camera> events carry the state.
+        """
+        plan = self.planner.plan(frame, detections)
+        for notice in plan.notices:
+            self._publish(encode_published(TOPIC_TRACK_NOTICE, notice, frame.camera))
+        if plan.detected == 0:
             empty = FrameResult(camera=frame.camera, seq=frame.seq, ts=frame.ts, regions=[])
             self._publish(encode_published(TOPIC_FRAME, empty, frame.camera))
-            return
+        elif plan.reads:
+            self.send_crops(frame, plan.reads)
+
+    def send_crops(self, frame: Frame, reads: list[tuple[Detection, int | None]]) -> None:
+        """Each region to read as a crop message; one the pool cannot take now is dropped and counted."""
         pad = self.settings.detector.padding
-        for index, detection in enumerate(detections):
+        for index, (detection, track) in enumerate(reads):
             x1, y1, x2, y2 = detection.box
             pixels = frame.image[y1:y2, x1:x2]
             header = CropHeader(
@@ -138,11 +154,12 @@ class DetectProcess:
                 seq=frame.seq,
                 ts=frame.ts,
                 region=index,
-                regions=len(detections),
+                regions=len(reads),
                 box=detection.box,
                 confidence=round(detection.confidence, 4),
                 text_height=detection.height / (1 + 2 * pad),
                 shape=tuple(pixels.shape),  # type: ignore[arg-type]
+                track=track,
             )
             try:
                 self.push.send_multipart(encode_crop(header, pixels), zmq.NOBLOCK, copy=False)
@@ -150,6 +167,7 @@ class DetectProcess:
                 self.stats.crops_sent_by_camera[frame.camera] += 1
             except zmq.Again:
                 self.stats.crops_dropped["queue_full"] += 1
+                self.planner.unsent(frame.camera, track)
 
     def publish_events(self) -> None:
         while True:
@@ -171,6 +189,7 @@ class DetectProcess:
         body = {
             "process": self.name, "role": "detect", "ts": time.time(), "cameras": cameras,
             **self.stats.as_dict(), **process_fields(self.started),
+            "ocr_skipped": self.planner.skipped(), "regions_ignored": dict(self.planner.ignored),
         }
         self._publish(encode_published(TOPIC_STATS, body))
 
@@ -191,6 +210,8 @@ class DetectProcess:
         for reader in self.readers:
             reader.join(timeout=2.0)
         self.publish_events()
+        for notice in self.planner.finish(self.last_seq):
+            self._publish(encode_published(TOPIC_TRACK_NOTICE, notice, notice.camera))
         self.push.close(linger=int(self.settings.pipeline.shutdown_grace_s * 1000))
         self.pub.close(linger=500)
         self.context.term()
