@@ -55,3 +55,11 @@ def test_missing_config_file(tmp_path) -> None:
     result = run_cli("check", "-c", str(tmp_path / "nope.toml"))
     assert result.returncode == ExitCode.CONFIG
     assert "config file not found" in result.stderr
+
+
+def test_omitted_paths_keep_pointing_at_the_shipped_files(write_config) -> None:
+    """Regression: defaults like "../backup/..." were resolved against the folder of any
+    config file, so a config elsewhere that omitted [detector] or [[cameras]] lost them."""
+    settings = load_settings(write_config('[ocr]\npsm = 6\n'))
+    assert settings.detector.cfg == ROOT / "backup" / "textwatch-tiny.cfg"
+    assert settings.cameras[0].url == str(ROOT / "daemon" / "textwatch" / "data" / "sample.mp4")

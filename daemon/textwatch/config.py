@@ -273,17 +273,24 @@ class Settings(Strict):
         return self
 
     def resolve_paths(self, base: Path) -> Settings:
-        """Make relative model/tessdata paths absolute against `base`."""
+        """Make relative paths absolute: against `base` (the config file's folder) when the
+        file set them, against config/ when they are the built-in defaults, so a config
+        elsewhere that omits the model or camera still finds the shipped ones."""
         det = self.detector
-        det.cfg = _absolute(det.cfg, base)
-        det.weights = _absolute(det.weights, base)
+        det.cfg = _absolute(det.cfg, _base_for(det, "cfg", base))
+        det.weights = _absolute(det.weights, _base_for(det, "weights", base))
         if self.ocr.tessdata is not None:
             self.ocr.tessdata = _absolute(self.ocr.tessdata, base)
         if self.bus.runtime_dir is not None:
             self.bus.runtime_dir = _absolute(self.bus.runtime_dir, base)
+        cameras_base = base if "cameras" in self.model_fields_set else DEFAULT_CONFIG.parent
         for camera in self.cameras:
-            camera.url = resolve_source(camera.url, base)
+            camera.url = resolve_source(camera.url, _base_for(camera, "url", cameras_base))
         return self
+
+
+def _base_for(section: BaseModel, key: str, base: Path) -> Path:
+    return base if key in section.model_fields_set else DEFAULT_CONFIG.parent
 
 
 def resolve_source(url: str, base: Path) -> str:
