@@ -91,12 +91,40 @@ def _supervise(settings: object) -> None:
     raise SystemExit(Supervisor(settings).run())  # type: ignore[arg-type]
 
 
-def pipeline_settings(settings: Settings, video: Path, fast: bool, fps: float, runtime: Path, port: int) -> Settings:
-    """The bench's variant of a config: one camera on `video`, private sockets."""
+def pipeline_settings(
+    settings: Settings, video: Path, fast: bool, fps: float, runtime: Path, port: int, tracking: bool
+) -> Settings:
+    """The bench's variant of a config: one camera on `video`, private sockets, no metrics port."""
     camera = CameraSettings(id="bench", url=str(video), loop=True, realtime=not fast, max_fps=fps)
     bus = settings.bus.model_copy(update={"runtime_dir": runtime, "publish": f"tcp://127.0.0.1:{port}", "pool": ""})
     pipeline = settings.pipeline.model_copy(update={"stats_interval_s": 1.0})
-    return settings.model_copy(update={"cameras": [camera], "bus": bus, "pipeline": pipeline})
+    return settings.model_copy(update={
+        "cameras": [camera], "bus": bus, "pipeline": pipeline,
+        "tracking": settings.tracking.model_copy(update={"enabled": tracking}),
+        "metrics": settings.metrics.model_copy(update={"enabled": False}),
+    })
+
+
+SCENES = ("sample", "static", "moving")
+
+
+def scene_video(scene: str, folder: Path, fps: float = 10.0, frames: int = 100) -> Path:
+    """The bundled sample clip, or a 1280x720 window with ~12 lines, still or drifting 3 px per frame."""
+    if scene == "sample":
+        return Path(__file__).parent / "data" / "sample.mp4"
+    import cv2
+
+    from textwatch.samples import document_window
+
+    base, _ = document_window(1280, 720)
+    path = folder / f"{scene}.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (1280, 720))
+    for index in range(frames):
+        shift = 0 if scene == "static" else 3 * (index % 50)
+        matrix = np.float32([[1, 0, -shift], [0, 1, shift / 3]])
+        writer.write(base if shift == 0 else cv2.warpAffine(base, matrix, (1280, 720), borderValue=(236, 236, 236)))
+    writer.release()
+    return path
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -106,7 +134,10 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {f"p{q}": round(float(np.percentile(array, q)), 1) for q in (50, 95, 99)}
 
 
-def bench_pipeline(settings: Settings, seconds: float, fast: bool, fps: float, warmup: float = 5.0) -> dict[str, object]:
+def bench_pipeline(
+    settings: Settings, seconds: float, fast: bool, fps: float, scene: str = "sample", tracking: bool = True,
+    warmup: float = 5.0,
+) -> dict[str, object]:
     """Run the daemon on the bundled 1280x720 sample video and measure it from a subscriber.
 
     Latency is capture to publish of each `frame.<camera>` (all regions of the
@@ -121,17 +152,17 @@ def bench_pipeline(settings: Settings, seconds: float, fast: bool, fps: float, w
 
     from textwatch.wire import decode_published
 
-    video = Path(__file__).parent / "data" / "sample.mp4"
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with tempfile.TemporaryDirectory(prefix="textwatch-bench-") as runtime:
-        run_settings = pipeline_settings(settings, video, fast, fps, Path(runtime), port)
+        video = scene_video(scene, Path(runtime), fps)
+        run_settings = pipeline_settings(settings, video, fast, fps, Path(runtime), port, tracking)
         context = zmq.Context()
         sub = context.socket(zmq.SUB)
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.RCVHWM, 100_000)
-        for prefix in ("frame.", "text.", "stats"):
+        for prefix in ("frame.", "text.", "stats", "track."):
             sub.setsockopt_string(zmq.SUBSCRIBE, prefix)
         sub.connect(run_settings.bus.publish)
         daemon = mp.get_context("spawn").Process(target=_supervise, args=(run_settings,))
@@ -143,7 +174,8 @@ def bench_pipeline(settings: Settings, seconds: float, fast: bool, fps: float, w
             daemon.join(30)
             sub.close()
             context.term()
-    return _summarise(messages, seconds, fast, fps, settings)
+    summary = _summarise(messages, seconds, fast, fps, run_settings)
+    return {"scene": scene, "tracking": tracking, **summary}
 
 
 def _collect(sub: object, seconds: float, warmup: float, decode: object) -> list[tuple[float, str, dict]]:
@@ -166,6 +198,14 @@ def _collect(sub: object, seconds: float, warmup: float, decode: object) -> list
     return messages
 
 
+def _detect_rate(messages: list[tuple[float, str, dict]]) -> float:
+    """Frames through the detector per second, from the first and last detect stats in the window."""
+    detect = [(t, b["frames"]) for t, topic, b in messages if topic == "stats" and b.get("role") == "detect"]
+    if len(detect) < 2 or detect[-1][0] <= detect[0][0]:
+        return float("nan")
+    return round((detect[-1][1] - detect[0][1]) / (detect[-1][0] - detect[0][0]), 2)
+
+
 def _summarise(messages: list[tuple[float, str, dict]], seconds: float, fast: bool, fps: float, settings: Settings) -> dict[str, object]:
     frames = [(t, b) for t, topic, b in messages if topic.startswith("frame.")]
     texts = [b for _, topic, b in messages if topic.startswith("text.")]
@@ -177,7 +217,8 @@ def _summarise(messages: list[tuple[float, str, dict]], seconds: float, fast: bo
         "benchmark": "pipeline",
         "mode": "as fast as possible" if fast else f"real time, capped at {fps} frames/s",
         "seconds": seconds,
-        "frames_per_s": round(len(frames) / seconds, 2),
+        "frames_per_s": _detect_rate(messages),
+        "frame_messages_per_s": round(len(frames) / seconds, 2),
         "crops_per_s": round(len(texts) / seconds, 2),
         "regions_per_frame": round(len(texts) / max(1, len(frames)), 1),
         "frame_latency_ms": percentiles([b["latency_ms"] for _, b in frames]),
@@ -189,6 +230,9 @@ def _summarise(messages: list[tuple[float, str, dict]], seconds: float, fast: bo
         "frames_skipped": camera.get("frames_skipped"),
         "frames_read": camera.get("frames_read"),
         "detect_ms_per_batch": detect.get("detect_ms_avg"),
+        "ocr_calls_per_s": round(len(texts) / seconds, 2),
+        "ocr_skipped": detect.get("ocr_skipped", {}),
+        "track_events": sum(topic.startswith("track.") for _, topic, _ in messages),
         "workers": len([p for p in stats if p.startswith("ocr-")]),
         "detector": f"{settings.detector.cfg.name} backend={settings.detector.backend} tiling={settings.detector.tiling}",
         "machine": machine(),

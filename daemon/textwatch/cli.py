@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--seconds", type=float, default=30.0, help="measured duration after warm-up")
     pipe.add_argument("--fps", type=float, default=10.0, help="frames/s cap of the camera")
     pipe.add_argument("--fast", action="store_true", help="read the file as fast as possible instead of in real time")
+    pipe.add_argument("--scene", choices=["sample", "static", "moving"], default="sample",
+                      help="the bundled sample clip, or a rendered 1280x720 window standing still or drifting")
+    pipe.add_argument("--tracking", choices=["on", "off", "both"], default="on",
+                      help="OCR scheduling by tracks; both = two runs side by side and their ratio")
     pipe.set_defaults(handler=cmd_bench_pipeline)
     det = bench_sub.add_parser("detector", help="detector forward passes per backend and batch size")
     det.add_argument("-c", "--config", type=Path)
@@ -159,7 +163,15 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     problems = run_checks(settings)
     if problems:
         raise problems[0]
-    result = bench_pipeline(settings, seconds=args.seconds, fast=args.fast, fps=args.fps)
+    modes = [True, False] if args.tracking == "both" else [args.tracking == "on"]
+    runs = [
+        bench_pipeline(settings, seconds=args.seconds, fast=args.fast, fps=args.fps, scene=args.scene, tracking=mode)
+        for mode in modes
+    ]
+    result: dict[str, object] = runs[0] if len(runs) == 1 else {"runs": runs}
+    if len(runs) == 2:
+        on, off = runs
+        result["ocr_calls_ratio_off_to_on"] = round(off["ocr_calls_per_s"] / max(0.01, on["ocr_calls_per_s"]), 1)
     print(json.dumps(result, indent=2))
     return ExitCode.OK
 
