@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from conftest import SHIPPED_CFG, SHIPPED_WEIGHTS
+from conftest import SHIPPED_CFG, SHIPPED_WEIGHTS, shared_path
 from textwatch import evaluate
 from textwatch.errors import ExitCode, InputError, InputMissing
 from textwatch.evaluate import (
@@ -256,3 +256,127 @@ def test_pipeline_mode_reads_known_lines(window_set: Path, tmp_path: Path) -> No
     assert evaluate.run(parse(str(window_set), "--json", str(report))) == ExitCode.OK
     (row,) = json.loads(report.read_text())["sets"]
     assert row["f1"] > 0.8 and row["det_recall"] > 0.8, row
+
+
+# --- video clips ----------------------------------------------------------------------------
+
+
+def clip_read(text: str, confidence: float, status: str = "text", scheduled: bool = False) -> evaluate.ClipRead:
+    return evaluate.ClipRead(frame=0, track=1, status=status, text=text, confidence=confidence, scheduled=scheduled)
+
+
+def test_majority_counts_reads_and_breaks_ties_by_mean_confidence() -> None:
+    reads = [clip_read("RP-NL-93", 60), clip_read("RP-NL-93", 70), clip_read("RP-NL-98", 95), clip_read("RP-NL-98", 90),
+             clip_read("BUS", 99), clip_read("", 0, "empty"), clip_read("", 0, "failed")]
+    assert evaluate.majority_lines(reads, 1) == ["RP-NL-98"], "2 reads each: the higher mean confidence wins"
+    assert evaluate.majority_lines(reads, 2) == ["RP-NL-98", "RP-NL-93"]
+    assert evaluate.majority_lines([clip_read("", 0, "empty")], 1) == []
+
+
+def test_best_single_takes_the_most_confident_distinct_texts() -> None:
+    reads = [clip_read("RP-NL-93", 60), clip_read("RP-NL-93", 91), clip_read("BUS", 90), clip_read("AB", 99, "empty")]
+    assert evaluate.best_single_lines(reads, 1) == ["RP-NL-93"]
+    assert evaluate.best_single_lines(reads, 3) == ["RP-NL-93", "BUS"], "one line per text, never the same text twice"
+
+
+def test_consolidated_output_and_ocr_calls_come_from_the_scheduled_reads(tmp_path: Path) -> None:
+    """Per-frame modes pay for every read; the consolidated one only for the reads the tracker scheduled."""
+    sample = evaluate.VideoSample(tmp_path / "c.avi", ("RP-NL-93",), 12.0)
+    reads = [clip_read("RP-NL-93", 80, scheduled=True), clip_read("XX", 95), clip_read("XX", 94)]
+    result = evaluate.score_video(sample, evaluate.ClipWatch(frames=3, reads=reads, finals=["RP-NL-93"], tracks=1), 0.5)
+    modes = result.modes
+    assert (modes["consolidated"].plates_read, modes["best_single"].plates_read, modes["majority"].plates_read) == (1, 0, 0)
+    assert (modes["consolidated"].ocr_calls, modes["best_single"].ocr_calls, modes["majority"].ocr_calls) == (1, 3, 3)
+
+
+def test_video_records_without_plates_are_skipped(tmp_path: Path) -> None:
+    folder = write_set(
+        tmp_path / "videos",
+        [
+            {"video": "a.avi", "fps": 12.0, "lines": [{"text": "RP-NL-93", "box": None, "frames": [0, 35]}],
+             "annotation_complete": False},
+            {"video": "subs.mp4", "fps": 30.0, "lines": None, "text": None},
+        ],
+    )
+    loaded = evaluate.load_set(folder)
+    assert loaded.kind == "plates" and loaded.samples == ()
+    assert loaded.videos == (evaluate.VideoSample(folder / "a.avi", ("RP-NL-93",), 12.0),)
+    assert (loaded.skipped_videos, loaded.skipped_video_names) == (1, ("subs.mp4",))
+
+
+def whole_frame_config(folder: Path) -> Path:
+    """A config whose detector gives one box covering the frame exactly (tests/daemon_harness.py)."""
+    from daemon_harness import whole_frame_model
+
+    cfg, weights = whole_frame_model(folder)
+    config = folder / "whole.toml"
+    config.write_text(f'[detector]\ncfg = "{cfg}"\nweights = "{weights}"\npadding = 0.0\ntiling = "off"\n')
+    return config
+
+
+def test_rendered_clip_is_scored_in_all_three_modes(tmp_path: Path, capsys) -> None:
+    """A tight one-line plate clip, 2 s at 12 fps, through the whole-frame detector: every mode reads the
+    plate, the per-frame modes read all 24 frames and the tracker reads the static plate far fewer times."""
+    from daemon_harness import write_line_clip
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    write_line_clip(folder / "plate.mp4", ["RP-NL-93"], frames_each=24, fps=12.0)
+    write_set(
+        folder,
+        [
+            {"video": "plate.mp4", "fps": 12.0, "frames": 24, "annotation_complete": False,
+             "lines": [{"text": "RP-NL-93", "box": None, "dont_care": False, "level": "plate", "frames": [0, 23]}]},
+            {"video": "subtitles.mp4", "lines": None, "text": None},
+        ],
+    )
+    report = tmp_path / "r.json"
+    code = evaluate.run(parse(str(folder), "-c", str(whole_frame_config(tmp_path)), "--json", str(report)))
+    assert code == ExitCode.OK
+    out, err = capsys.readouterr()
+    assert "skipped 1 video record(s) without plate ground truth (subtitles.mp4)" in err
+    assert "plate.mp4" in out and "videos: plate recall" in out, out
+    (row,) = json.loads(report.read_text())["sets"]
+    assert row["video_plate_recall"] == {"consolidated": 1.0, "best_single": 1.0, "majority": 1.0}, row["per_clip"]
+    assert (row["clips"], row["clips_failed"], row["clip_frames"]) == (1, 0, 24)
+    (clip,) = row["per_clip"]
+    assert plate_key(clip["modes"]["consolidated"]["lines"][0]) == "rpnl93"
+    calls = row["video_ocr_calls"]
+    assert calls["majority"] == calls["best_single"] == 24, "one region per frame, every one read"
+    assert 1 <= calls["consolidated"] <= 3, calls
+    assert clip["tracks"] == 1
+
+
+def test_unreadable_clip_is_counted_failed(tmp_path: Path, capsys) -> None:
+    folder = write_set(tmp_path / "videos", [{"video": "missing.avi", "fps": 12.0, "lines": [{"text": "AB-12-CD"}]}])
+    code = evaluate.run(parse(str(folder), "-c", str(whole_frame_config(tmp_path))))
+    assert code == ExitCode.PARTIAL
+    out, err = capsys.readouterr()
+    assert "missing.avi: no such file" in err and "FAILED" in out
+
+
+def test_real_plate_clip_runs(tmp_path: Path) -> None:
+    """The first clip of ../shared/eval/videos, end to end: the shipped detector when trained, else the
+    whole-frame one (then only that it runs; the numbers mean nothing)."""
+    videos = shared_path("eval", "videos")
+    config = None if SHIPPED_WEIGHTS.exists() else whole_frame_config(tmp_path)
+    report = tmp_path / "r.json"
+    argv = [str(videos), "--limit", "1", "--json", str(report)] + (["-c", str(config)] if config else [])
+    assert evaluate.run(parse(*argv)) == ExitCode.OK
+    (row,) = json.loads(report.read_text())["sets"]
+    (clip,) = row["per_clip"]
+    assert clip["frames"] == 36 and clip["error"] is None
+    assert set(clip["modes"]) == {"consolidated", "best_single", "majority"}
+    assert clip["modes"]["consolidated"]["ocr_calls"] <= clip["modes"]["majority"]["ocr_calls"]
+
+
+def test_tesseract_mode_says_clips_need_the_pipeline(tmp_path: Path, capsys) -> None:
+    folder = write_set(tmp_path / "videos", [{"video": "a.avi", "fps": 12.0, "lines": [{"text": "AB-12-CD"}]}])
+    assert evaluate.run(parse(str(folder), "--mode", "tesseract")) == ExitCode.OK
+    assert "skipped 1 video clip(s): scoring clips needs --mode pipeline" in capsys.readouterr().err
+
+
+def test_video_line_without_text_names_the_manifest_line(tmp_path: Path) -> None:
+    folder = write_set(tmp_path / "videos", [{"video": "a.avi", "lines": [{"frames": [0, 3]}]}])
+    with pytest.raises(InputError, match=r"manifest.jsonl:1: every video line needs a 'text'"):
+        evaluate.load_set(folder)

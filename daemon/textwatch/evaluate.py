@@ -1,8 +1,8 @@
 """`textwatch eval`: accuracy and speed on the evaluation sets (../shared/eval), scored as SCORING.md says.
 
 Each DIR is a set folder holding a manifest.jsonl (format: shared/eval/README.md);
-a folder holding several sets stands for all of them. Video records are skipped
-(video evaluation comes later) and so are records marked `duplicate_of`.
+a folder holding several sets stands for all of them. Records marked
+`duplicate_of` are skipped; video records are scored as clips (below).
 
 Two readers produce the output lines of an image:
 
@@ -45,6 +45,28 @@ Detection recall = found / ground-truth boxes; detection precision = correct /
 unannotated text makes precision meaningless. Ground-truth boxes are inclusive
 pixel coordinates, predicted ones exclusive; both are compared as pixel sets.
 
+Video clips (`"video"` records; pipeline mode only, since each needs the
+detector). Every frame is read with OpenCV and goes through `OneShot.read`
+(detector, then Tesseract on every region); the same frames and detections feed
+a `Tracker` (settings.tracking), and the reads of the crops its OCR schedule
+picks vote in a `Consolidator` (settings.consolidation, default filters). One
+clip gives three outputs, each scored with the plate recall rule above (the
+clip's plate strings against its output lines), with k = the clip's number of
+plates:
+
+- `majority`: the k texts read most often over all regions of all frames
+  (ties: higher mean OCR confidence);
+- `best_single`: the k distinct texts of the most confident single reads;
+- `consolidated`: the final text of every track, after `Tracker.finish()`.
+
+OCR calls: the per-frame outputs cost one read per detected region per frame;
+the consolidated output costs only the reads the tracker scheduled. Those are
+the very crops the per-frame pass already read (Tesseract is deterministic), so
+their reads are taken from it rather than made twice; the count is what the
+daemon would spend. Records without plate ground truth (`lines` null or empty,
+e.g. the subtitle clip) are skipped with a line on stderr saying so; `--limit`
+applies to clips as well.
+
 Seconds per image: wall clock from the image file to its output lines (decode
 and read), the reader already built, so model loading is excluded.
 
@@ -62,17 +84,22 @@ import shlex
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import cv2
 import numpy as np
 
-from textwatch.config import Settings, load_settings
+from textwatch.config import FilterSettings, Settings, load_settings
 from textwatch.errors import ExitCode, InputError, InputMissing, TextwatchError
 from textwatch.log import get_logger
+
+if TYPE_CHECKING:  # imported where used: the detector runtime is slow to import
+    from textwatch.consolidate import Consolidator
+    from textwatch.pipeline import OneShot
 
 Box = tuple[int, int, int, int]
 Kind = Literal["words", "plates"]
@@ -120,15 +147,18 @@ def run(args: argparse.Namespace) -> int:
     eval_sets = [load_set(folder, args.limit) for folder in folders]
     reader = make_reader(args.mode, settings)
     try:
-        results = [evaluate_set(reader, s, settings.image.max_pixels) for s in eval_sets]
+        results = [evaluate_set(reader, s, settings) for s in eval_sets]
     finally:
         reader.close()
     print(format_table(results))
+    if any(r.videos for r in results):
+        print()
+        print(format_clip_table(results))
     if args.json:
         write_json(args.json, report(results, args, settings, psm))
     if args.chart:
         write_chart(args.chart, results, f"{args.mode} psm {psm}")
-    return ExitCode.PARTIAL if any(r.failed for r in results) else ExitCode.OK
+    return ExitCode.PARTIAL if any(r.failed or r.clips_failed for r in results) else ExitCode.OK
 
 
 # --- ground truth --------------------------------------------------------------------------
@@ -145,13 +175,24 @@ class Sample:
 
 
 @dataclass(frozen=True)
+class VideoSample:
+    """One video record with plate ground truth."""
+
+    video: Path
+    plates: tuple[str, ...]
+    fps: float | None  # from the manifest; None = ask the file
+
+
+@dataclass(frozen=True)
 class EvalSet:
     name: str
     folder: Path
     kind: Kind
     samples: tuple[Sample, ...]
-    skipped_videos: int
+    skipped_videos: int  # video records without plate ground truth
     skipped_duplicates: int
+    videos: tuple[VideoSample, ...] = ()
+    skipped_video_names: tuple[str, ...] = ()
 
 
 def find_sets(paths: list[Path]) -> list[Path]:
@@ -174,8 +215,10 @@ def load_set(folder: Path, limit: int | None = None) -> EvalSet:
     """Parse a set's manifest; bad JSON or a record without ground truth is an InputError naming the line."""
     manifest = folder / MANIFEST
     samples: list[Sample] = []
+    videos: list[VideoSample] = []
+    no_truth: list[str] = []
     kinds: set[Kind] = set()
-    videos = duplicates = 0
+    duplicates = 0
     for number, line in enumerate(manifest.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
@@ -185,7 +228,11 @@ def load_set(folder: Path, limit: int | None = None) -> EvalSet:
         except json.JSONDecodeError as err:
             raise InputError(f"{where}: not JSON ({err})") from None
         if "video" in record:
-            videos += 1
+            video = parse_video(folder, record, where)
+            if video is None:
+                no_truth.append(record["video"])
+            else:
+                videos.append(video)
         elif record.get("duplicate_of"):
             duplicates += 1
         elif "image" not in record:
@@ -195,8 +242,22 @@ def load_set(folder: Path, limit: int | None = None) -> EvalSet:
             samples.append(parse_sample(folder, record, where))
     if len(kinds) > 1:
         raise InputError(f"{manifest}: mixes complete and incomplete (annotation_complete: false) records")
-    kind: Kind = kinds.pop() if kinds else "words"
-    return EvalSet(folder.name, folder, kind, tuple(samples[:limit]), videos, duplicates)
+    kind: Kind = kinds.pop() if kinds else ("plates" if videos else "words")
+    return EvalSet(
+        folder.name, folder, kind, tuple(samples[:limit]), len(no_truth), duplicates, tuple(videos[:limit]), tuple(no_truth)
+    )
+
+
+def parse_video(folder: Path, record: dict, where: str) -> VideoSample | None:
+    """A video record's plates (lines that count); None when it has none, like the subtitle clip."""
+    lines = record.get("lines") or []
+    if not all(isinstance(line, dict) and isinstance(line.get("text"), str) for line in lines):
+        raise InputError(f"{where}: every video line needs a 'text' string")
+    plates = tuple(line["text"] for line in lines if counts(line))
+    if not plates:
+        return None
+    fps = record.get("fps")
+    return VideoSample(folder / record["video"], plates, float(fps) if fps else None)
 
 
 def parse_sample(folder: Path, record: dict, where: str) -> Sample:
@@ -337,16 +398,16 @@ class PipelineReader:
     def __init__(self, settings: Settings) -> None:
         from textwatch.pipeline import OneShot
 
-        self._oneshot = OneShot(settings)
+        self.oneshot = OneShot(settings)  # video clips use its detector and recognizer directly
 
     def read(self, frame: np.ndarray) -> tuple[list[str], list[Box] | None]:
         from textwatch.pipeline import text_lines
 
-        regions = self._oneshot.read(frame)
+        regions = self.oneshot.read(frame)
         return text_lines(regions), [r.detection.box for r in regions]
 
     def close(self) -> None:
-        self._oneshot.close()
+        self.oneshot.close()
 
 
 class TesseractReader:
@@ -406,9 +467,30 @@ class ImageResult:
 
 
 @dataclass
+class ModeResult:
+    """One clip's output lines under one video mode, scored."""
+
+    lines: list[str]
+    plates_read: int
+    ocr_calls: int  # crops sent to Tesseract for this output
+
+
+@dataclass
+class VideoResult:
+    clip: str
+    plates: list[str]
+    frames: int
+    tracks: int  # tracks the Tracker made over the clip
+    seconds: float | None  # wall clock of the whole clip: decode, detect, read, track, vote
+    modes: dict[str, ModeResult]  # keyed by VIDEO_MODES
+    error: str | None = None
+
+
+@dataclass
 class SetResult:
     eval_set: EvalSet
     images: list[ImageResult] = field(default_factory=list)
+    videos: list[VideoResult] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -417,6 +499,29 @@ class SetResult:
     @property
     def failed(self) -> int:
         return sum(1 for i in self.images if i.error is not None)
+
+    @property
+    def clips_failed(self) -> int:
+        return sum(1 for v in self.videos if v.error is not None)
+
+    def video_recall(self, mode: str) -> float | None:
+        """Plate recall of one video mode over the set's clips."""
+        return ratio(sum(v.modes[mode].plates_read for v in self.videos), sum(len(v.plates) for v in self.videos))
+
+    def video_calls(self, mode: str) -> int:
+        return sum(v.modes[mode].ocr_calls for v in self.videos)
+
+    def video_scores(self) -> dict[str, object]:
+        """Plate recall and OCR calls per video mode over the set's clips (empty when none were scored)."""
+        if not self.videos:
+            return {}
+        return {
+            "clips": len(self.videos),
+            "clips_failed": self.clips_failed,
+            "clip_frames": sum(v.frames for v in self.videos),
+            "video_plate_recall": {m: self.video_recall(m) for m in VIDEO_MODES},
+            "video_ocr_calls": {m: self.video_calls(m) for m in VIDEO_MODES},
+        }
 
     def scores(self) -> dict[str, float | int | None]:
         """Micro-averaged set scores; a ratio with nothing to divide by is None, never 0."""
@@ -450,22 +555,17 @@ def ratio(numerator: int, denominator: int) -> float | None:
     return numerator / denominator if denominator else None
 
 
-def evaluate_set(reader: Reader, eval_set: EvalSet, max_pixels: int) -> SetResult:
-    """Read and score every image of a set; a failed image is reported and scored as empty output."""
+def evaluate_set(reader: Reader, eval_set: EvalSet, settings: Settings) -> SetResult:
+    """Read and score every image and clip of a set; a failed one is reported and scored as empty output."""
     log = get_logger(set=eval_set.name, mode=reader.name)
-    if eval_set.skipped_videos:
-        print(
-            f"textwatch eval: {eval_set.name}: skipped {eval_set.skipped_videos} video record(s); "
-            "video evaluation is not implemented yet",
-            file=sys.stderr,
-        )
     result = SetResult(eval_set)
     for index, sample in enumerate(eval_set.samples, 1):
-        image = evaluate_image(reader, sample, max_pixels)
+        image = evaluate_image(reader, sample, settings.image.max_pixels)
         if image.error is not None:
             print(f"textwatch eval: {image.error}", file=sys.stderr)
         log.info("eval_image", image=image.image, index=index, of=len(eval_set.samples), seconds=image.seconds)
         result.images.append(image)
+    result.videos = evaluate_videos(reader, eval_set, settings)
     return result
 
 
@@ -510,6 +610,159 @@ def score_image(
     )
 
 
+# --- video clips ---------------------------------------------------------------------------
+
+VIDEO_MODES = ("consolidated", "best_single", "majority")
+
+
+@dataclass(frozen=True)
+class ClipRead:
+    """One detected region of one frame, read; `scheduled` = the tracker would send this crop to OCR."""
+
+    frame: int
+    track: int
+    status: str  # the Reading's: text, empty or failed
+    text: str
+    confidence: float
+    scheduled: bool
+
+
+@dataclass
+class ClipWatch:
+    """What one pass over a clip gave: every read, and the final text of every track."""
+
+    frames: int = 0
+    reads: list[ClipRead] = field(default_factory=list)
+    finals: list[str] = field(default_factory=list)
+    tracks: int = 0
+
+
+def evaluate_videos(reader: Reader, eval_set: EvalSet, settings: Settings) -> list[VideoResult]:
+    """Score the set's clips (pipeline mode only); say on stderr which video records are skipped and why."""
+    prefix = f"textwatch eval: {eval_set.name}:"
+    if eval_set.skipped_videos:
+        names = ", ".join(eval_set.skipped_video_names)
+        print(f"{prefix} skipped {eval_set.skipped_videos} video record(s) without plate ground truth ({names})", file=sys.stderr)
+    if not eval_set.videos:
+        return []
+    if not isinstance(reader, PipelineReader):
+        print(f"{prefix} skipped {len(eval_set.videos)} video clip(s): scoring clips needs --mode pipeline (a detector)", file=sys.stderr)
+        return []
+    log = get_logger(set=eval_set.name, mode="video")
+    results = []
+    for index, sample in enumerate(eval_set.videos, 1):
+        video = evaluate_video(reader.oneshot, sample, settings)
+        if video.error is not None:
+            print(f"textwatch eval: {video.error}", file=sys.stderr)
+        log.info("eval_clip", clip=video.clip, index=index, of=len(eval_set.videos), frames=video.frames, seconds=video.seconds)
+        results.append(video)
+    return results
+
+
+def evaluate_video(oneshot: OneShot, sample: VideoSample, settings: Settings) -> VideoResult:
+    """Watch one clip, then score its three outputs; a clip that cannot be read scores as empty output."""
+    start = time.perf_counter()
+    try:
+        watch = watch_clip(oneshot, sample, settings)
+    except TextwatchError as err:
+        message = str(err) if str(sample.video) in str(err) else f"{sample.video}: {err}"
+        return score_video(sample, ClipWatch(), None, error=message)
+    return score_video(sample, watch, time.perf_counter() - start)
+
+
+def watch_clip(oneshot: OneShot, sample: VideoSample, settings: Settings) -> ClipWatch:
+    """Every frame: detect and read every region (OneShot), track them, and vote the scheduled reads per track."""
+    from textwatch.consolidate import Consolidator
+    from textwatch.track import Tracker
+
+    tracker = Tracker(settings.tracking)
+    consolidator = Consolidator(settings.consolidation, FilterSettings())
+    watch = ClipWatch()
+    fps, frames = open_clip(sample)
+    for index, frame in enumerate(frames):
+        ts = index / fps
+        regions = oneshot.read(frame)
+        update = tracker.update(index, ts, [r.detection for r in regions], frame)
+        for region, track, reason in zip(regions, update.tracks, update.ocr):
+            read = ClipRead(index, track, region.reading.status, region.reading.text, region.reading.confidence, reason is not None)
+            watch.reads.append(read)
+            vote(consolidator, read, ts)
+        watch.finals += end_tracks(consolidator, [gone.id for gone in update.gone])
+        watch.frames = index + 1
+    watch.finals += end_tracks(consolidator, [gone.id for gone in tracker.finish()])
+    watch.tracks = tracker.next_id - 1
+    return watch
+
+
+def open_clip(sample: VideoSample) -> tuple[float, Iterator[np.ndarray]]:
+    """The clip's frame rate (manifest first, then the file) and its frames, decoded by OpenCV."""
+    if not sample.video.is_file():
+        raise InputMissing(f"{sample.video}: no such file")
+    capture = cv2.VideoCapture(str(sample.video))
+    if not capture.isOpened():
+        raise InputError(f"{sample.video}: OpenCV cannot open this video")
+    fps = sample.fps or capture.get(cv2.CAP_PROP_FPS)
+    if not fps or fps <= 0:
+        capture.release()
+        raise InputError(f"{sample.video}: no frame rate in the manifest or the file")
+    return fps, decoded_frames(capture, sample.video)
+
+
+def decoded_frames(capture: cv2.VideoCapture, path: Path) -> Iterator[np.ndarray]:
+    try:
+        ok, frame = capture.read()
+        if not ok:
+            raise InputError(f"{path}: no frame could be decoded")
+        while ok:
+            yield frame
+            ok, frame = capture.read()
+    finally:
+        capture.release()
+
+
+def vote(consolidator: Consolidator, read: ClipRead, ts: float) -> None:
+    """A scheduled read with text votes in its track, as the daemon's publisher does."""
+    if read.scheduled and read.status == "text":
+        consolidator.add(read.track, read.text, read.confidence, ts)
+
+
+def end_tracks(consolidator: Consolidator, track_ids: list[int]) -> list[str]:
+    """The final texts of tracks that are gone (tracks without an acceptable text give none)."""
+    finals = (consolidator.end(track) for track in track_ids)
+    return [final.text for final in finals if final is not None and final.text]
+
+
+def majority_lines(reads: list[ClipRead], k: int) -> list[str]:
+    """The k texts read most often over all frames; ties go to the higher mean confidence."""
+    texts = [r for r in reads if r.status == "text" and r.text.strip()]
+    count = Counter(r.text for r in texts)
+    total = Counter[str]()
+    for r in texts:
+        total[r.text] += r.confidence
+    return sorted(count, key=lambda text: (-count[text], -total[text] / count[text], text))[:k]
+
+
+def best_single_lines(reads: list[ClipRead], k: int) -> list[str]:
+    """The texts of the k most confident single reads (distinct texts)."""
+    best: dict[str, float] = {}
+    for r in reads:
+        if r.status == "text" and r.text.strip():
+            best[r.text] = max(best.get(r.text, r.confidence), r.confidence)
+    return sorted(best, key=lambda text: (-best[text], text))[:k]
+
+
+def score_video(sample: VideoSample, watch: ClipWatch, seconds: float | None, error: str | None = None) -> VideoResult:
+    """The three outputs of a watched clip, each scored by plate recall, with what each cost in OCR calls."""
+    k = len(sample.plates)
+    outputs = {
+        "consolidated": (watch.finals, sum(1 for r in watch.reads if r.scheduled)),
+        "best_single": (best_single_lines(watch.reads, k), len(watch.reads)),
+        "majority": (majority_lines(watch.reads, k), len(watch.reads)),
+    }
+    modes = {mode: ModeResult(lines, plates_read(lines, sample.plates), calls) for mode, (lines, calls) in outputs.items()}
+    return VideoResult(sample.video.name, list(sample.plates), watch.frames, watch.tracks, seconds, modes, error)
+
+
 # --- output --------------------------------------------------------------------------------
 
 
@@ -524,7 +777,8 @@ def format_table(results: list[SetResult]) -> str:
     for result in results:
         s = result.scores()
         if not result.images:
-            rows.append(f"{result.name:<26} {'0':>6}  (no images scored)")
+            clips = f"; {len(result.videos)} clip(s), see the clip table" if result.videos else ""
+            rows.append(f"{result.name:<26} {'0':>6}  (no images scored{clips})")
             continue
         headline = fmt(s["f1"]) if result.eval_set.kind == "words" else "plate " + fmt(s["plate_recall"])
         rows.append(
@@ -532,6 +786,36 @@ def format_table(results: list[SetResult]) -> str:
             f"{headline:>11} {fmt(s['det_precision']):>6} {fmt(s['det_recall']):>6} {fmt(s['seconds_per_image'], 2):>7}"
         )
     return "\n".join(rows)
+
+
+def format_clip_table(results: list[SetResult]) -> str:
+    """One row per clip: its plates, each mode's text (+ = plate read), OCR calls per mode; a recall row per set."""
+    width = 20
+    names = {"consolidated": "consolidated", "best_single": "best single", "majority": "majority"}
+    header = f"{'clip':<30} {'frames':>6} {'GT plate':<12} " + " ".join(f"{names[m]:<{width}}" for m in VIDEO_MODES)
+    header += f" {'OCR calls C/B/M':>17} {'s':>6}"
+    rows = [header, "-" * len(header)]
+    for result in results:
+        for video in result.videos:
+            cells = [mode_cell(video.modes[m], len(video.plates), width) for m in VIDEO_MODES]
+            calls = "/".join(str(video.modes[m].ocr_calls) for m in VIDEO_MODES)
+            rows.append(
+                f"{video.clip[:30]:<30} {video.frames:>6} {' '.join(video.plates)[:12]:<12} {' '.join(cells)} "
+                f"{calls:>17} {fmt(video.seconds, 1):>6}" + (f"  FAILED: {video.error}" if video.error else "")
+            )
+        if result.videos:
+            recall = " ".join(f"{fmt(result.video_recall(m)):<{width}}" for m in VIDEO_MODES)
+            calls = "/".join(str(result.video_calls(m)) for m in VIDEO_MODES)
+            rows.append(f"{result.name + ': plate recall':<50} {recall} {calls:>17}")
+    rows.append("+ = every plate of the clip is in that output, - = not; C/B/M = consolidated/best single/majority")
+    return "\n".join(rows)
+
+
+def mode_cell(mode: ModeResult, plates: int, width: int) -> str:
+    """A mode's output lines, joined, cut to fit, with '+' when every plate was read and '-' when not."""
+    mark = "+" if mode.plates_read == plates else "-"
+    text = " | ".join(mode.lines) or "(nothing)"
+    return f"{mark} {text[: width - 2]:<{width - 2}}"
 
 
 def report(results: list[SetResult], args: argparse.Namespace, settings: Settings, psm: int) -> dict[str, object]:
@@ -557,7 +841,9 @@ def report(results: list[SetResult], args: argparse.Namespace, settings: Setting
                 "skipped_videos": r.eval_set.skipped_videos,
                 "skipped_duplicates": r.eval_set.skipped_duplicates,
                 **r.scores(),
+                **r.video_scores(),
                 "per_image": [asdict(image) for image in r.images],
+                **({"per_clip": [asdict(video) for video in r.videos]} if r.videos else {}),
             }
             for r in results
         ],
