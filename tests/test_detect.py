@@ -193,3 +193,13 @@ def test_torch_backend_on_cuda_matches_cpu_within_fp16(tiny_model) -> None:
     rng = np.random.default_rng(4)
     _, inputs = cpu._views([rng.integers(0, 255, (416, 416, 3), dtype=np.uint8)])
     assert max(float(np.abs(a - b).max()) for a, b in zip(cpu._forward(inputs), gpu._forward(inputs))) < 2e-2
+
+
+def test_overlapping_guesses_of_different_height_merge() -> None:
+    """Regression: a title read twice, as a full box and a taller box over its end, came
+    out as two lines ("Report2 - textwatch Write" and "stch Writer") because their heights
+    differed by more than the same-line ratio."""
+    boxes = np.array([[484, 4, 718, 40, 0.8], [636, 2, 737, 33, 0.6]], dtype=np.float32)
+    assert [tuple(map(int, r[:4])) for r in merge_line_fragments(boxes)] == [(484, 2, 737, 40)]
+    touching = np.array([[0, 10, 50, 20, 0.9], [50, 0, 90, 30, 0.9]], dtype=np.float32)
+    assert len(merge_line_fragments(touching)) == 2  # a small label beside big text stays apart

@@ -16,6 +16,7 @@ import numpy as np
 
 SAME_LINE_OVERLAP = 0.6  # vertical overlap / smaller height to call two boxes one line
 SAME_LINE_HEIGHT_RATIO = 1.6  # taller / shorter height still considered one line
+FRAGMENT_OVERLAP = 0.3  # shared width / narrower width above which boxes are fragments of one text
 CONTAINED = 0.8  # intersection / smaller area above which the weaker box goes
 
 
@@ -31,14 +32,22 @@ def nms(boxes: np.ndarray, iou: float) -> np.ndarray:
 
 
 def same_line(a: np.ndarray, b: np.ndarray) -> bool:
-    """Two boxes on one text line that touch or overlap horizontally."""
+    """Two boxes on one text line that touch or overlap horizontally.
+
+    Heights may differ by SAME_LINE_HEIGHT_RATIO for boxes that merely touch; boxes
+    that share a good part of their width (FRAGMENT_OVERLAP of the narrower one) are
+    two guesses at the same text, whatever their heights.
+    """
     ha, hb = a[3] - a[1], b[3] - b[1]
     low, high = min(ha, hb), max(ha, hb)
-    if low <= 0 or high / low > SAME_LINE_HEIGHT_RATIO:
+    if low <= 0:
         return False
     vertical = min(a[3], b[3]) - max(a[1], b[1])
     horizontal = min(a[2], b[2]) - max(a[0], b[0])
-    return vertical / low >= SAME_LINE_OVERLAP and horizontal >= 0
+    if vertical / low < SAME_LINE_OVERLAP or horizontal < 0:
+        return False
+    narrower = min(a[2] - a[0], b[2] - b[0])
+    return high / low <= SAME_LINE_HEIGHT_RATIO or horizontal >= FRAGMENT_OVERLAP * narrower
 
 
 def contained(inner: np.ndarray, outer: np.ndarray) -> bool:
