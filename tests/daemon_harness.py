@@ -79,22 +79,23 @@ def write_line_clip(path: Path, texts: list[str], frames_each: int = 10, fps: fl
 
 
 def daemon_config(
-    folder: Path, url: str, *, workers: int = 1, extra: str = "", metrics_port: int | None = None, **camera: object
+    folder: Path, url: str, *, workers: int = 1, extra: str = "", metrics_port: int | None = None,
+    shipped_detector: bool = False, **camera: object,
 ) -> Path:
     """A config for the whole-frame model, one camera, private ipc dir and a free TCP port.
+
+    `shipped_detector` uses the trained model in backup/ with its default settings instead.
 
     `extra` is appended inside [bus]. The metrics endpoint is off unless `metrics_port` is given
     (then it listens on 127.0.0.1:metrics_port), so parallel daemons never fight over 9108.
     """
     metrics = f'enabled = true\nlisten = "127.0.0.1:{metrics_port}"' if metrics_port else "enabled = false"
     cfg, weights = whole_frame_model(folder)
+    detector = "" if shipped_detector else f'cfg = "{cfg}"\nweights = "{weights}"\npadding = 0.0\ntiling = "off"'
     camera_lines = "".join(f"{k} = {json.dumps(v)}\n" for k, v in camera.items())
     text = f"""
 [detector]
-cfg = "{cfg}"
-weights = "{weights}"
-padding = 0.0
-tiling = "off"
+{detector}
 
 [[cameras]]
 id = "cam1"

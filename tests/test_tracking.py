@@ -50,3 +50,50 @@ def test_tracking_off_reads_every_frame(tmp_path) -> None:
     dropped = sum(stats["crops_dropped"].values())
     assert stats["crops_sent"] + dropped == stats["frames"]
     assert not [t for t, _ in sub.seen if t.startswith("track.")]
+
+
+def moving_scene(path, fps: float = 10.0):
+    """640x360, 60 frames: blank; PARKING 24 appears at 10 and moves right 4 px/frame;
+    EXIT ONLY appears at 30 and stands still; both disappear at 50."""
+    import cv2
+    import numpy as np
+
+    from textwatch.samples import line_crop
+
+    parking, exit_only = line_crop("PARKING 24", height=48), line_crop("EXIT ONLY", height=48)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (640, 360))
+    for index in range(60):
+        frame = np.full((360, 640, 3), 200, np.uint8)
+        if 10 <= index < 50:
+            x = 40 + 4 * (index - 10)
+            frame[60 : 60 + parking.shape[0], x : x + parking.shape[1]] = parking
+        if 30 <= index < 50:
+            frame[220 : 220 + exit_only.shape[0], 300 : 300 + exit_only.shape[1]] = exit_only
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def test_regions_appear_move_and_go_at_the_right_frames(tmp_path) -> None:
+    """With the shipped detector: one appeared and one gone per region, at the frames the
+    text appears and disappears, and the right final text."""
+    from conftest import needs_shipped_model
+
+    needs_shipped_model()
+    clip = moving_scene(tmp_path / "moving.mp4")
+    config = daemon_config(tmp_path, str(clip), loop=False, realtime=True, max_fps=10.0, shipped_detector=True)
+    with Subscriber(publish_endpoint(config), topics=("track.",)) as sub, Daemon(config) as daemon:
+        assert daemon.process.wait(timeout=120) == 0
+        try:
+            sub.wait_for(lambda t, b: False, timeout=1.0)  # collect what is still queued
+        except TimeoutError:
+            pass
+    events = [b for _, b in sub.seen]
+    finals = {b["text"]: b for b in events if b["event"] == "gone"}
+    assert set(finals) == {"PARKING 24", "EXIT ONLY"}, events
+    appeared = [b for b in events if b["event"] == "appeared"]
+    assert len(appeared) == 2 and len(finals) == 2
+    parking, exit_only = finals["PARKING 24"], finals["EXIT ONLY"]
+    assert abs(parking["first_seq"] - 10) <= 2 and abs(parking["last_seq"] - 49) <= 2, parking
+    assert abs(exit_only["first_seq"] - 30) <= 2 and abs(exit_only["last_seq"] - 49) <= 2, exit_only
+    assert parking["reason"] in ("missed", "aged") and exit_only["reason"] in ("missed", "aged")

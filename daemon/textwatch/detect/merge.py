@@ -2,9 +2,11 @@
 
 Why more than NMS: tiles cut lines at their borders, and a detector sees small
 text as several overlapping pieces (the seed's Drawback 2). IoU-based NMS keeps
-both a fragment and the whole line when their IoU is low, so after NMS we merge
-boxes that lie on the same line and overlap horizontally, and drop a box that
-sits almost entirely inside a stronger one.
+both a fragment and the whole line when their IoU is low, so after NMS we unite
+boxes that lie on the same line and overlap horizontally (never into a box two
+lines tall), drop a box that holds two or more other lines (a paragraph
+guess: Tesseract reads crops as one line), and absorb a box lying inside
+another of about its height.
 
 Boxes here are float arrays of rows [x1, y1, x2, y2, score] in frame pixels.
 """
@@ -17,6 +19,7 @@ import numpy as np
 SAME_LINE_OVERLAP = 0.6  # vertical overlap / smaller height to call two boxes one line
 SAME_LINE_HEIGHT_RATIO = 1.6  # taller / shorter height still considered one line
 FRAGMENT_OVERLAP = 0.3  # shared width / narrower width above which boxes are fragments of one text
+UNION_GROWTH = 1.3  # a same-line union may be at most this much taller than the taller box
 CONTAINED = 0.8  # intersection / smaller area above which the weaker box goes
 
 
@@ -36,7 +39,8 @@ def same_line(a: np.ndarray, b: np.ndarray) -> bool:
 
     Heights may differ by SAME_LINE_HEIGHT_RATIO for boxes that merely touch; boxes
     that share a good part of their width (FRAGMENT_OVERLAP of the narrower one) are
-    two guesses at the same text, whatever their heights.
+    two guesses at the same text, whatever their heights. Either way the union may
+    not grow much taller than the taller box: that would be two lines, not one.
     """
     ha, hb = a[3] - a[1], b[3] - b[1]
     low, high = min(ha, hb), max(ha, hb)
@@ -44,7 +48,8 @@ def same_line(a: np.ndarray, b: np.ndarray) -> bool:
         return False
     vertical = min(a[3], b[3]) - max(a[1], b[1])
     horizontal = min(a[2], b[2]) - max(a[0], b[0])
-    if vertical / low < SAME_LINE_OVERLAP or horizontal < 0:
+    union_height = max(a[3], b[3]) - min(a[1], b[1])
+    if vertical / low < SAME_LINE_OVERLAP or horizontal < 0 or union_height > UNION_GROWTH * high:
         return False
     narrower = min(a[2] - a[0], b[2] - b[0])
     return high / low <= SAME_LINE_HEIGHT_RATIO or horizontal >= FRAGMENT_OVERLAP * narrower
@@ -59,7 +64,14 @@ def contained(inner: np.ndarray, outer: np.ndarray) -> bool:
 
 
 def merge_line_fragments(boxes: np.ndarray) -> np.ndarray:
-    """Union same-line overlapping boxes and drop weaker boxes contained in stronger ones."""
+    """Lines from candidate boxes: unite fragments of a line, drop block guesses, absorb duplicates."""
+    lines = unite_same_line(boxes)
+    lines = drop_blocks(lines)
+    return absorb_contained(lines)
+
+
+def unite_same_line(boxes: np.ndarray) -> list[np.ndarray]:
+    """Union boxes on one line that overlap (tiles cut lines; small text comes in pieces)."""
     pending = [row.copy() for row in boxes[np.argsort(-boxes[:, 4])]] if len(boxes) else []
     result: list[np.ndarray] = []
     while pending:
@@ -67,14 +79,42 @@ def merge_line_fragments(boxes: np.ndarray) -> np.ndarray:
         changed = True
         while changed:  # a union can reach boxes it did not touch before
             changed = False
-            for other in list(pending):
-                if same_line(current, other) or contained(other, current):
-                    current = _union(current, other)
-                    pending = [p for p in pending if p is not other]
-                    changed = True
-        if not any(contained(current, kept) for kept in result):
-            result.append(current)
+            for other in [p for p in pending if same_line(current, p)]:
+                current = _union(current, other)
+                pending = [p for p in pending if p is not other]
+                changed = True
+        result.append(current)
+    return result
+
+
+def drop_blocks(lines: list[np.ndarray]) -> list[np.ndarray]:
+    """A box holding two or more other lines is a paragraph guess, not a line: drop it."""
+    return [
+        box for box in lines
+        if sum(contained(other, box) for other in lines if other is not box) < 2
+    ]
+
+
+def absorb_contained(lines: list[np.ndarray]) -> np.ndarray:
+    """A box inside another of about its height is a second guess at the same text: keep the union.
+
+    A box inside a much taller one is kept apart: the taller box may be the only
+    guess at a neighbouring line, and OCR of a two-line crop would lose both.
+    """
+    result: list[np.ndarray] = []
+    for box in sorted(lines, key=lambda b: -b[4]):
+        for index, kept in enumerate(result):
+            if (contained(box, kept) or contained(kept, box)) and _similar_height(box, kept):
+                result[index] = _union(kept, box)
+                break
+        else:
+            result.append(box)
     return np.array(result, dtype=np.float32).reshape(-1, 5)
+
+
+def _similar_height(a: np.ndarray, b: np.ndarray) -> bool:
+    ha, hb = a[3] - a[1], b[3] - b[1]
+    return min(ha, hb) > 0 and max(ha, hb) / min(ha, hb) <= SAME_LINE_HEIGHT_RATIO
 
 
 def _union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
