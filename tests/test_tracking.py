@@ -52,7 +52,7 @@ def test_tracking_off_reads_every_frame(tmp_path) -> None:
     assert not [t for t, _ in sub.seen if t.startswith("track.")]
 
 
-def moving_scene(path, fps: float = 10.0):
+def moving_scene(path, fps: float = 4.0):
     """640x360, 60 frames: blank; PARKING 24 appears at 10 and moves right 4 px/frame;
     EXIT ONLY appears at 30 and stands still; both disappear at 50."""
     import cv2
@@ -80,8 +80,8 @@ def test_regions_appear_move_and_go_at_the_right_frames(tmp_path) -> None:
     from conftest import needs_shipped_model
 
     needs_shipped_model()
-    clip = moving_scene(tmp_path / "moving.mp4")
-    config = daemon_config(tmp_path, str(clip), loop=False, realtime=True, max_fps=10.0, shipped_detector=True)
+    clip = moving_scene(tmp_path / "moving.mp4")  # 4 frames/s in real time: every frame is detected
+    config = daemon_config(tmp_path, str(clip), loop=False, realtime=True, max_fps=4.0, shipped_detector=True)
     with Subscriber(publish_endpoint(config), topics=("track.",)) as sub, Daemon(config) as daemon:
         assert daemon.process.wait(timeout=120) == 0
         try:
