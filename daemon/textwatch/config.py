@@ -12,6 +12,7 @@ file from this schema, and a test keeps the two identical.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 import typing
@@ -69,6 +70,9 @@ class OcrSettings(Strict):
     invert_light_on_dark: bool = Field(True, description="invert crops whose text is lighter than the background")
     min_confidence: float = Field(
         0.0, ge=0.0, le=100.0, description="readings with lower mean word confidence count as no text"
+    )
+    timeout_ms: int = Field(
+        2000, ge=0, le=600_000, description="a crop Tesseract has not read after this long is abandoned (failed, \"timeout\"); 0 = no limit"
     )
 
 
@@ -183,6 +187,12 @@ class PipelineSettings(Strict):
     shutdown_grace_s: float = Field(5.0, gt=0.0, le=120.0, description="time in-flight crops get to finish on stop")
     restart_budget: int = Field(5, ge=0, le=1000, description="restarts of a process allowed within restart_window_s")
     restart_window_s: float = Field(60.0, gt=0.0, le=86400.0, description="window of the restart budget")
+    worker_max_crops: int = Field(
+        50_000, ge=0, description="an OCR worker is recycled (replaced by a fresh one) after this many crops; 0 = never"
+    )
+    worker_max_rss_growth_mb: float = Field(
+        200.0, ge=0.0, description="an OCR worker is recycled once its RSS grew this much over its RSS after 100 crops; 0 = never"
+    )
 
 
 class BusSettings(Strict):
@@ -198,6 +208,62 @@ class BusSettings(Strict):
     publish_hwm: int = Field(
         1000, ge=1, le=1_000_000, description="messages queued per slow subscriber before it misses some"
     )
+    curve_secret_key: Path | None = Field(
+        None, description="the daemon's CURVE secret key (.key_secret, mode 0600); set = publish and pool speak CURVE"
+    )
+    curve_allowed_keys: Path | None = Field(
+        None, description="folder of the client public keys (.key) allowed on publish and pool; read at start"
+    )
+    curve_client_secret_key: Path | None = Field(
+        None, description="subscribe and remote worker: this client's CURVE secret key (.key_secret, mode 0600)"
+    )
+    curve_server_key: Path | None = Field(
+        None, description="subscribe and remote worker: the daemon's CURVE public key (.key)"
+    )
+
+    @model_validator(mode="after")
+    def _curve_required_beyond_loopback(self) -> BusSettings:
+        for key, endpoint in (("publish", self.publish), ("pool", self.pool)):
+            if endpoint and binds_beyond_loopback(endpoint) and self.curve_secret_key is None:
+                raise ValueError(
+                    f"bus.{key} {endpoint} binds beyond loopback: set bus.curve_secret_key and bus.curve_allowed_keys"
+                    " (textwatch keys generate; docs/operations.md, Secure)"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _curve_keys_in_pairs(self) -> BusSettings:
+        if (self.curve_secret_key is None) != (self.curve_allowed_keys is None):
+            raise ValueError("bus.curve_secret_key and bus.curve_allowed_keys go together: set both or neither")
+        if (self.curve_client_secret_key is None) != (self.curve_server_key is None):
+            raise ValueError("bus.curve_client_secret_key and bus.curve_server_key go together: set both or neither")
+        return self
+
+    def resolve_paths(self, base: Path) -> None:
+        """The runtime folder and key paths, relative to `base` (the config file's folder)."""
+        for key in ("runtime_dir", "curve_secret_key", "curve_allowed_keys", "curve_client_secret_key", "curve_server_key"):
+            value = getattr(self, key)
+            if value is not None:
+                setattr(self, key, _absolute(value, base))
+
+
+def binds_beyond_loopback(endpoint: str) -> bool:
+    """True for a network endpoint whose host is not a loopback address (*, 0.0.0.0, an interface, a name).
+
+    ipc:// and inproc:// are local (file-system protected); "localhost" counts as loopback.
+    """
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return False
+    host = endpoint.partition("://")[2].rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return True
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return not address.is_loopback
 
 
 class MetricsSettings(Strict):
@@ -281,8 +347,7 @@ class Settings(Strict):
         det.weights = _absolute(det.weights, _base_for(det, "weights", base))
         if self.ocr.tessdata is not None:
             self.ocr.tessdata = _absolute(self.ocr.tessdata, base)
-        if self.bus.runtime_dir is not None:
-            self.bus.runtime_dir = _absolute(self.bus.runtime_dir, base)
+        self.bus.resolve_paths(base)
         cameras_base = base if "cameras" in self.model_fields_set else DEFAULT_CONFIG.parent
         for camera in self.cameras:
             camera.url = resolve_source(camera.url, _base_for(camera, "url", cameras_base))
@@ -380,7 +445,14 @@ def _render_table(name: str, model: type[BaseModel], values: dict, description: 
     return parts
 
 
-_EXAMPLES = {"tessdata": '"/usr/share/tesseract-ocr/5/tessdata"', "runtime_dir": '"/run/textwatch"'}
+_EXAMPLES = {
+    "tessdata": '"/usr/share/tesseract-ocr/5/tessdata"',
+    "runtime_dir": '"/run/textwatch"',
+    "curve_secret_key": '"/etc/textwatch/keys/daemon.key_secret"',
+    "curve_allowed_keys": '"/etc/textwatch/keys/clients"',
+    "curve_client_secret_key": '"/etc/textwatch/keys/worker1.key_secret"',
+    "curve_server_key": '"/etc/textwatch/keys/daemon.key"',
+}
 
 
 def _toml_value(value: object) -> str:

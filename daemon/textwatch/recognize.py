@@ -8,6 +8,12 @@ an option behind the same interface; it starts a `tesseract` process per call.
 A reading has a status: "text" (something legible), "empty" (Tesseract ran and
 found nothing worth keeping) or "failed" (the engine raised). The three are
 never conflated: an empty string is not an error, and an error is not "".
+
+A crop Tesseract cannot finish within `ocr.timeout_ms` is abandoned: tesserocr
+passes the deadline to Tesseract's own cancel monitor (`Recognize(timeout=)`
+returns False), pytesseract kills its `tesseract` process. Either way the
+reading is "failed" with error TIMEOUT, so a pathological crop costs a worker
+at most that long.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -32,6 +39,11 @@ _SPACES = re.compile(r"\s+")
 _ALNUM = re.compile(r"[^\W_]", re.UNICODE)
 BLANK_STD = 3.0  # grey-level standard deviation below which a crop is blank
 BORDER = 12  # white margin around a crop: Tesseract reads poorly at the edge
+TIMEOUT = "timeout"  # the error of a reading abandoned at ocr.timeout_ms
+
+
+class RecognizeTimeout(Exception):
+    """The engine did not finish one crop within ocr.timeout_ms."""
 
 
 @dataclass(frozen=True)
@@ -113,7 +125,8 @@ class TesserocrEngine:
 
     name = "tesserocr"
 
-    def __init__(self, tessdata: Path, languages: str, psm: int) -> None:
+    def __init__(self, tessdata: Path, languages: str, psm: int, timeout_ms: int = 0) -> None:
+        self.timeout_ms = timeout_ms  # 0 = no limit (tesserocr's own meaning of 0)
         try:
             import tesserocr
         except ImportError as err:  # pragma: no cover - a dependency of the package
@@ -135,7 +148,12 @@ class TesserocrEngine:
     def read_words(self, image: np.ndarray) -> list[Word]:
         h, w = image.shape[:2]
         self._api.SetImageBytes(np.ascontiguousarray(image).tobytes(), w, h, 1, w)
-        self._api.Recognize()
+        start = time.monotonic()
+        if not self._api.Recognize(timeout=self.timeout_ms):
+            elapsed_ms = (time.monotonic() - start) * 1000.0
+            if self.timeout_ms and elapsed_ms >= self.timeout_ms * 0.9:
+                raise RecognizeTimeout(f"not read within {self.timeout_ms} ms")
+            raise RuntimeError("Tesseract's Recognize failed")
         words = []
         iterator = self._api.GetIterator()
         level = self._tesserocr.RIL.WORD
@@ -157,9 +175,10 @@ class PytesseractEngine:
 
     name = "pytesseract"
 
-    def __init__(self, tessdata: Path, languages: str, psm: int) -> None:
+    def __init__(self, tessdata: Path, languages: str, psm: int, timeout_ms: int = 0) -> None:
         import pytesseract
 
+        self.timeout_s = timeout_ms / 1000.0  # pytesseract: 0 = no limit
         if shutil.which("tesseract") is None:
             raise BackendUnavailable("the tesseract program is not on PATH (install tesseract-ocr)")
         self._pytesseract = pytesseract
@@ -167,9 +186,15 @@ class PytesseractEngine:
         self._languages = languages
 
     def read_words(self, image: np.ndarray) -> list[Word]:
-        data = self._pytesseract.image_to_data(
-            image, lang=self._languages, config=self._config, output_type=self._pytesseract.Output.DICT
-        )
+        try:
+            data = self._pytesseract.image_to_data(
+                image, lang=self._languages, config=self._config, output_type=self._pytesseract.Output.DICT,
+                timeout=self.timeout_s,
+            )
+        except RuntimeError as err:
+            if "timeout" in str(err).lower():  # pytesseract kills tesseract and raises RuntimeError
+                raise RecognizeTimeout(f"not read within {self.timeout_s * 1000:.0f} ms") from None
+            raise
         return [
             Word(text, float(conf))
             for text, conf in zip(data["text"], data["conf"])
@@ -189,7 +214,7 @@ def make_engine(settings: OcrSettings) -> TesserocrEngine | PytesseractEngine:
     tessdata = find_tessdata(settings.tessdata)
     check_languages(tessdata, settings.languages)
     engine_type = TesserocrEngine if settings.engine == "tesserocr" else PytesseractEngine
-    return engine_type(tessdata, settings.languages, settings.psm)
+    return engine_type(tessdata, settings.languages, settings.psm, settings.timeout_ms)
 
 
 def preprocess(crop: np.ndarray, settings: OcrSettings, text_height: float | None = None) -> np.ndarray:
@@ -247,6 +272,8 @@ class Recognizer:
         image = preprocess(crop, self.settings, text_height)
         try:
             words = self.engine.read_words(image)
+        except RecognizeTimeout:
+            return Reading("failed", error=TIMEOUT)
         except Exception as err:  # noqa: BLE001 - any engine failure is a "failed" reading, counted
             return Reading("failed", error=f"{type(err).__name__}: {err}")
         return classify(words, self.settings.min_confidence)

@@ -12,7 +12,9 @@ that dies is restarted through its spec, within a budget (N restarts in M
 seconds; past it the daemon exits 1 and systemd decides). Exit codes are a
 contract: a child exiting 78 (config error) stops the daemon with 78 for good;
 the detect process exiting 0 means its sources ended (files), which shuts the
-daemon down cleanly.
+daemon down cleanly; a worker exiting 75 (ExitCode.RECYCLE) retired on purpose
+(pipeline.worker_max_crops / worker_max_rss_growth_mb) and is replaced at once
+without counting against the budget (`worker_recycled` in the log).
 
 Shutdown is staged: stop capture (TERM detect), give in-flight crops up to
 `shutdown_grace_s` to be read (workers drain their queue and exit on TERM),
@@ -56,6 +58,7 @@ class ChildSpec:
     restarts: deque[float] = field(default_factory=deque)
     process: SpawnProcess | None = None
     starts: int = 0
+    recycles: int = 0  # planned replacements (ExitCode.RECYCLE), not failures
 
 
 def child_main(target: Callable[..., int], name: str, settings: Settings, endpoints: Endpoints, log_json: bool | None) -> None:
@@ -195,7 +198,8 @@ class Supervisor:
         self.log.info("child_started", child=spec.name, pid=spec.process.pid)
 
     def worker_restarts(self) -> int:
-        return sum(spec.starts - 1 for spec in self.specs if spec.role == "worker" and spec.starts)
+        """Worker restarts after failures; planned recycles are not counted."""
+        return sum(spec.starts - 1 - spec.recycles for spec in self.specs if spec.role == "worker" and spec.starts)
 
     def reap(self) -> None:
         """Look at every child once: restart the dead, or decide the daemon's fate."""
@@ -204,6 +208,11 @@ class Supervisor:
             if process is None or process.is_alive():
                 continue
             code = process.exitcode
+            if spec.role == "worker" and code == ExitCode.RECYCLE:
+                spec.recycles += 1
+                self.log.info("worker_recycled", child=spec.name, pid=process.pid, recycles=spec.recycles)
+                self.spawn(spec)
+                continue
             self.log.warning("child_exited", child=spec.name, code=code)
             if code == ExitCode.CONFIG:
                 self.log.error("config_error_in_child", child=spec.name)

@@ -43,6 +43,11 @@ from textwatch.wire import (
 )
 
 IDLE_WAIT_S = 0.01
+# Source events waiting for the loop to publish them. Readers emit at most one up
+# and one down per outage (reconnects are backed off), so 1000 is minutes of a
+# flapping camera; beyond it an event is dropped and counted (events_dropped), the
+# reader thread never waits for the detect loop.
+MAX_QUEUED_EVENTS = 1000
 
 
 @dataclass
@@ -79,8 +84,8 @@ class DetectProcess:
         self.context = zmq.Context()
         self.push = bus.crop_pusher(self.context, endpoints, settings)
         self.pub = bus.result_publisher(self.context, endpoints.results)
-        self.events: queue.SimpleQueue[SourceEvent] = queue.SimpleQueue()
-        self.readers = [CameraReader(camera, on_event=self.events.put) for camera in settings.cameras]
+        self.events: queue.Queue[SourceEvent] = queue.Queue(maxsize=MAX_QUEUED_EVENTS)
+        self.readers = [CameraReader(camera, on_event=self.queue_event) for camera in settings.cameras]
         self.last_seq = {camera.id: -1 for camera in settings.cameras}
         self.stats = DetectStats()
         self.planner = RegionPlanner(settings)
@@ -168,6 +173,13 @@ class DetectProcess:
             except zmq.Again:
                 self.stats.crops_dropped["queue_full"] += 1
                 self.planner.unsent(frame.camera, track)
+
+    def queue_event(self, event: SourceEvent) -> None:
+        """Called from reader threads: never blocks; a full queue drops the event (counted)."""
+        try:
+            self.events.put_nowait(event)
+        except queue.Full:
+            self.stats.crops_dropped["events_full"] += 1
 
     def publish_events(self) -> None:
         while True:
