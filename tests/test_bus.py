@@ -26,13 +26,15 @@ import pytest
 import zmq
 
 from textwatch import bus, wire
-from textwatch.config import Settings, load_settings
+from textwatch.config import BusSettings, Settings, load_settings
 from textwatch.errors import ConfigError
 from textwatch.publish import FrameAggregator
 from textwatch.samples import line_crop
 from textwatch.subscribe import format_line
 
 RECV_TIMEOUT_S = 10.0
+# Key paths (not read here) that let a test bind beyond loopback through config validation.
+BUS_WITH_KEYS = BusSettings(curve_secret_key=Path("daemon.key_secret"), curve_allowed_keys=Path("clients"))
 
 
 # ---------------------------------------------------------------- helpers
@@ -194,7 +196,7 @@ def test_nan_and_huge_shapes_are_refused() -> None:
 
 
 def test_endpoints_from_settings(tmp_path: Path) -> None:
-    settings = Settings()
+    settings = Settings(bus=BUS_WITH_KEYS.model_copy())  # beyond loopback needs CURVE keys (test_security.py)
     settings.bus.runtime_dir = tmp_path / "run"
     settings.bus.pool = "tcp://0.0.0.0:7000"
     ep = bus.Endpoints.from_settings(settings)
@@ -219,7 +221,7 @@ def test_runtime_dir_fallbacks_and_refusals(tmp_path: Path, monkeypatch: pytest.
     bus.ensure_private_dir(loose)
     assert stat.S_IMODE(loose.stat().st_mode) == 0o700
     for pool in ("tcp://host", "tcp://host:65535", "ipc:///x", "tcp://:80"):
-        settings = Settings()
+        settings = Settings(bus=BUS_WITH_KEYS.model_copy())
         settings.bus.pool = pool
         with pytest.raises(ConfigError):
             bus.Endpoints.from_settings(settings, create=False)

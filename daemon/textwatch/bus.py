@@ -6,13 +6,21 @@ Which process owns which socket (docs/protocol.md has the picture):
     crops           PUSH bind   -> PULL connect           detect -> recognize_worker
     results         PUB connect -> XSUB bind              recognize_worker, detect -> publish
     publish         XPUB bind   -> SUB connect            publish -> subscribers
+    publish_local   XPUB bind (same socket as publish)    publish -> local tools (ipc, never CURVE)
     pool_crops      PUSH bind (same socket as crops)      detect -> remote workers (tcp)
     pool_results    XSUB bind (same socket as results)    remote workers -> publish (tcp)
 
 The internal endpoints are ipc sockets in a runtime folder only our user can
-enter (mode 0700): a local process of another user can neither feed crops nor
-forge results. The pool endpoints are plain tcp without authentication in
-schema v1: bind them on a trusted network only.
+enter (mode 0700), and each socket file is made 0600 after its bind: a local
+process of another user can neither feed crops nor forge results.
+
+The tcp endpoints (publish, pool) use ZeroMQ CURVE when bus.curve_secret_key is
+set: the binding socket is a CURVE server, and the ZAP authenticator thread of
+the binding process (publisher, detect) admits only clients whose public key
+is in bus.curve_allowed_keys. A tcp bind beyond loopback without keys is a
+config error. Security options apply per bind (libzmq copies a socket's options
+into each listener when it binds), so `bind` binds the ipc endpoints first,
+plain, then switches the socket to CURVE and binds the tcp ones.
 
 High-water marks are chosen here, once, and each constant says why. Every
 socket gets ZeroMQ heartbeats (a remote worker that vanishes without closing
@@ -28,12 +36,14 @@ import stat
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
 
-from textwatch.config import Settings
+from textwatch.config import Settings, binds_beyond_loopback
 from textwatch.errors import ConfigError
 
 # A worker's PULL queue. Small on purpose: PUSH deals crops round-robin to every
@@ -75,6 +85,7 @@ class Endpoints:
     crops: str  # ipc: PUSH binds in the detect process, workers' PULL connect
     results: str  # ipc: the publisher's XSUB binds, every producer's PUB connects
     publish: str  # the publisher's XPUB binds, subscribers connect (settings.bus.publish)
+    publish_local: str  # ipc: the same XPUB binds it too; local tools (supervisor) connect, never CURVE
     pool_crops: str | None = None  # tcp://HOST:PORT, bound by the crops PUSH too (remote workers)
     pool_results: str | None = None  # tcp://HOST:PORT+1, bound by the results XSUB too
 
@@ -90,6 +101,7 @@ class Endpoints:
             crops=ipc_endpoint(folder / "crops.ipc"),
             results=ipc_endpoint(folder / "results.ipc"),
             publish=settings.bus.publish,
+            publish_local=ipc_endpoint(folder / "publish.ipc"),
             pool_crops=pool_crops,
             pool_results=pool_results,
         )
@@ -101,6 +113,10 @@ class Endpoints:
     @property
     def result_binds(self) -> list[str]:
         return [self.results] + ([self.pool_results] if self.pool_results else [])
+
+    @property
+    def publish_binds(self) -> list[str]:
+        return [self.publish_local, self.publish]
 
 
 def runtime_dir(settings: Settings) -> Path:
@@ -177,12 +193,13 @@ def make_socket(
     linger_ms: int,
     sndhwm: int | None = None,
     rcvhwm: int | None = None,
+    socket_class: type[zmq.Socket] = zmq.Socket,
 ) -> zmq.Socket:
     """A socket with linger, HWMs, heartbeats and reconnect backoff set before any bind/connect.
 
     HWMs must be set before bind/connect: ZeroMQ applies them to pipes as they are created.
     """
-    sock = ctx.socket(kind)
+    sock = ctx.socket(kind, socket_class=socket_class)
     sock.setsockopt(zmq.LINGER, linger_ms)
     if sndhwm is not None:
         sock.setsockopt(zmq.SNDHWM, sndhwm)
@@ -209,32 +226,44 @@ def crop_pusher(ctx: zmq.Context, endpoints: Endpoints, settings: Settings) -> z
     queued before new ones are refused. Send with zmq.NOBLOCK and count zmq.Again
     as a dropped crop: capture must never wait for OCR. Remote workers get a queue
     of the same size each. LINGER 0: queued crops are worthless after exit.
+
+    With CURVE keys configured the pool bind is a CURVE server, and the socket
+    is an `AuthenticatedSocket`: it starts the process's ZAP authenticator
+    before binding and stops it in close(), so the caller's
+    `push.close(); ctx.term()` stays as it is (term would wait for ever on a
+    running authenticator's socket).
     """
     per_worker = max(1, settings.pipeline.crop_hwm // local_workers(settings))
-    sock = make_socket(ctx, zmq.PUSH, linger_ms=NO_LINGER_MS, sndhwm=per_worker)
-    for endpoint in endpoints.crop_binds:
-        sock.bind(endpoint)
+    curve = ServerCurve.from_settings(settings)
+    sock = make_socket(ctx, zmq.PUSH, linger_ms=NO_LINGER_MS, sndhwm=per_worker, socket_class=AuthenticatedSocket)
+    try:
+        if curve is not None and any(not is_local(e) for e in endpoints.crop_binds):
+            sock.authenticator = start_authenticator(ctx, curve)
+        bind(sock, endpoints.crop_binds, curve)
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 
-def crop_puller(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
-    """A worker's crops PULL (connect), RCVHWM = WORKER_CROP_RCVHWM."""
+def crop_puller(ctx: zmq.Context, endpoint: str, curve: ClientCurve | None = None) -> zmq.Socket:
+    """A worker's crops PULL (connect), RCVHWM = WORKER_CROP_RCVHWM; a CURVE client on tcp when `curve` is given."""
     sock = make_socket(ctx, zmq.PULL, linger_ms=NO_LINGER_MS, rcvhwm=WORKER_CROP_RCVHWM)
-    sock.connect(endpoint)
+    connect(sock, endpoint, curve)
     return sock
 
 
-def result_publisher(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+def result_publisher(ctx: zmq.Context, endpoint: str, curve: ClientCurve | None = None) -> zmq.Socket:
     """A producer's results socket (connect to the publisher's XSUB), SNDHWM = RESULTS_SNDHWM.
 
     It is an XPUB, not a PUB: it behaves exactly like a PUB for sending, and it
     also receives the publisher's subscription (b"\\x01text."), which tells the
     producer that its results have somewhere to go (`wait_for_subscriber`).
     Whoever owns it must read those subscription messages now and then
-    (`drain_subscriptions`).
+    (`drain_subscriptions`). A CURVE client on tcp when `curve` is given.
     """
     sock = make_socket(ctx, zmq.XPUB, linger_ms=RESULTS_LINGER_MS, sndhwm=RESULTS_SNDHWM)
-    sock.connect(endpoint)
+    connect(sock, endpoint, curve)
     return sock
 
 
@@ -261,6 +290,166 @@ def drain_subscriptions(sock: zmq.Socket) -> int:
         except zmq.Again:
             return count
         count += 1
+
+
+# ---------------------------------------------------------------- CURVE (docs/operations.md, "Secure")
+
+# The ZAP domain of every CURVE server socket. ZAP_ENFORCE_DOMAIN makes a server
+# without a running authenticator refuse every client (libzmq's default would be
+# to let any CURVE client in), so a missing authenticator fails closed.
+ZAP_DOMAIN = "textwatch"
+
+
+def is_local(endpoint: str) -> bool:
+    """ipc and inproc endpoints: protected by the file system (the 0700 runtime folder), never CURVE."""
+    return endpoint.startswith(("ipc://", "inproc://"))
+
+
+def _key_file(path: Path, what: str) -> tuple[bytes, bytes | None]:
+    """(public, secret or None) of a zmq key file; ConfigError naming the setting when unusable."""
+    if not Path(path).is_file():
+        raise ConfigError(f"{what} {path}: no such file")
+    try:
+        public, secret = zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise ConfigError(f"{what} {path}: {reason}") from None
+    return public, secret
+
+
+def load_secret_key(path: Path, what: str) -> tuple[bytes, bytes]:
+    """(public, secret) from a .key_secret file that only its owner can read (like ssh, others are refused)."""
+    try:
+        mode = stat.S_IMODE(Path(path).stat().st_mode)
+    except OSError as err:
+        raise ConfigError(f"{what} {path}: {err.strerror}") from None
+    if mode & 0o077:
+        raise ConfigError(f"{what} {path} is readable by others (mode {mode:04o}): chmod 600 {path}")
+    public, secret = _key_file(path, what)
+    if secret is None:
+        raise ConfigError(f"{what} {path} holds no secret key (give the .key_secret file)")
+    return public, secret
+
+
+def load_public_key(path: Path, what: str) -> bytes:
+    return _key_file(path, what)[0]
+
+
+@dataclass(frozen=True)
+class ServerCurve:
+    """A binding process's CURVE keys: its key pair and the folder of allowed client public keys."""
+
+    public_key: bytes
+    secret_key: bytes = field(repr=False)
+    allowed_keys: Path
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ServerCurve | None:
+        """None when bus.curve_secret_key is unset (config validation allowed that only on loopback)."""
+        b = settings.bus
+        if b.curve_secret_key is None:
+            return None
+        if b.curve_allowed_keys is None or not Path(b.curve_allowed_keys).is_dir():
+            raise ConfigError(f"bus.curve_allowed_keys {b.curve_allowed_keys}: not a folder of client .key files")
+        public, secret = load_secret_key(b.curve_secret_key, "bus.curve_secret_key")
+        return cls(public, secret, Path(b.curve_allowed_keys))
+
+    def apply(self, sock: zmq.Socket) -> None:
+        """Make the binds that follow CURVE server binds, authenticated through ZAP_DOMAIN."""
+        sock.setsockopt(zmq.CURVE_SECRETKEY, self.secret_key)
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, self.public_key)
+        sock.setsockopt(zmq.CURVE_SERVER, 1)
+        sock.setsockopt_string(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
+        sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+
+
+@dataclass(frozen=True)
+class ClientCurve:
+    """A client's CURVE keys: its own key pair and the server's public key (which it verifies)."""
+
+    public_key: bytes
+    secret_key: bytes = field(repr=False)
+    server_key: bytes
+
+    @classmethod
+    def from_files(cls, secret_key: Path, server_key: Path, what: str = "bus.curve_client_secret_key") -> ClientCurve:
+        public, secret = load_secret_key(secret_key, what)
+        return cls(public, secret, load_public_key(server_key, "bus.curve_server_key"))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ClientCurve | None:
+        """None when bus.curve_client_secret_key is unset (config validation keeps the pair together)."""
+        b = settings.bus
+        if b.curve_client_secret_key is None or b.curve_server_key is None:
+            return None
+        return cls.from_files(b.curve_client_secret_key, b.curve_server_key)
+
+    def apply(self, sock: zmq.Socket) -> None:
+        sock.setsockopt(zmq.CURVE_SECRETKEY, self.secret_key)
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, self.public_key)
+        sock.setsockopt(zmq.CURVE_SERVERKEY, self.server_key)
+
+
+def start_authenticator(ctx: zmq.Context, curve: ServerCurve) -> ThreadAuthenticator:
+    """The ZAP handler of `ctx` (one per context): admits the public keys in curve.allowed_keys.
+
+    The folder is read once, here: a key added or removed takes effect at the
+    next start of the process. Stop it (`.stop()`) before ctx.term().
+    """
+    authenticator = ThreadAuthenticator(ctx)
+    authenticator.start()
+    try:
+        authenticator.configure_curve(domain=ZAP_DOMAIN, location=str(curve.allowed_keys))
+    except BaseException:
+        authenticator.stop()
+        raise
+    return authenticator
+
+
+class AuthenticatedSocket(zmq.Socket):
+    """A socket that owns its context's ZAP authenticator, stopped when the socket is closed."""
+
+    authenticator: ThreadAuthenticator | None = None
+
+    def close(self, linger: int | None = None) -> None:
+        super().close(linger)
+        if self.authenticator is not None:
+            self.authenticator.stop()
+            self.authenticator = None
+
+
+def bind(sock: zmq.Socket, endpoints: list[str], curve: ServerCurve | None) -> None:
+    """Bind ipc endpoints plain (and make their socket files 0600), then the tcp ones, as CURVE server when `curve`.
+
+    The order matters: libzmq copies the socket's options into each listener at
+    bind time, so only the binds after `curve.apply` speak CURVE. A tcp endpoint
+    beyond loopback without `curve` is refused here too, not only by the config.
+    """
+    local = [e for e in endpoints if is_local(e)]
+    remote = [e for e in endpoints if not is_local(e)]
+    for endpoint in local:
+        sock.bind(endpoint)
+        if endpoint.startswith("ipc://") and not endpoint.startswith("ipc://@"):  # @: abstract, no file
+            os.chmod(endpoint[len("ipc://"):], 0o600)
+    if curve is not None and remote:
+        curve.apply(sock)
+    for endpoint in remote:
+        if curve is None and binds_beyond_loopback(endpoint):
+            raise ConfigError(f"{endpoint} binds beyond loopback without CURVE keys (bus.curve_secret_key)")
+        sock.bind(endpoint)
+
+
+def connect(sock: zmq.Socket, endpoint: str, curve: ClientCurve | None) -> None:
+    """Connect, as a CURVE client when `curve` is given and the endpoint is tcp (ipc is never CURVE)."""
+    if curve is not None and not is_local(endpoint):
+        curve.apply(sock)
+    sock.connect(endpoint)
+
+
+def check_curve(settings: Settings) -> None:
+    """`textwatch check`: the configured key files and allow-list are usable (ConfigError otherwise)."""
+    ServerCurve.from_settings(settings)
+    ClientCurve.from_settings(settings)
 
 
 def stop_on_signals(stop: threading.Event) -> Callable[[], None]:

@@ -17,6 +17,11 @@ metrics.enabled it subscribes to "stats" too: the metrics.Exporter turns every
 process's stats and every text result into Prometheus metrics, served over
 HTTP on metrics.listen from a thread of this process.
 
+The XPUB binds bus.publish and, for local tools such as the supervisor,
+ipc publish.ipc in the private runtime folder. With CURVE keys configured the
+tcp binds (publish, pool_results) are CURVE servers and this process runs the
+ZAP authenticator that checks client keys (bus.py, "CURVE").
+
 Backpressure: none, on purpose. XPUB SNDHWM = bus.publish_hwm messages per
 subscriber; a subscriber that reads too slowly misses messages once its queue
 is full, the others and the capture side are never stalled by it.
@@ -34,7 +39,7 @@ import zmq
 
 from textwatch import bus, metrics, wire
 from textwatch.config import Settings
-from textwatch.errors import ExitCode
+from textwatch.errors import ExitCode, TextwatchError
 from textwatch.log import get_logger
 from textwatch.trackbook import TrackBook
 
@@ -167,6 +172,12 @@ class Publisher:
         self.started = time.time()
         self.aggregator = FrameAggregator(settings.pipeline.frame_timeout_s)
         self.log = get_logger()
+        self.exporter: metrics.Exporter | None = None
+        # CURVE on the tcp binds (publish, pool_results) when keys are configured;
+        # ipc binds stay plain. The authenticator runs before anything binds.
+        curve = bus.ServerCurve.from_settings(settings)
+        remote = [e for e in endpoints.result_binds + endpoints.publish_binds if not bus.is_local(e)]
+        self.authenticator = bus.start_authenticator(ctx, curve) if curve is not None and remote else None
         # Upstream: no HWM games; we drain it as fast as we can. LINGER 0: a
         # subscription not yet sent upstream is worthless after exit.
         self.xsub = bus.make_socket(ctx, zmq.XSUB, linger_ms=bus.NO_LINGER_MS)
@@ -176,10 +187,9 @@ class Publisher:
             ctx, zmq.XPUB, linger_ms=bus.PUBLISH_LINGER_MS, sndhwm=settings.bus.publish_hwm
         )
         try:
-            for endpoint in endpoints.result_binds:
-                self.xsub.bind(endpoint)
-            self.xpub.bind(endpoints.publish)
-        except zmq.ZMQError:
+            bus.bind(self.xsub, endpoints.result_binds, curve)
+            bus.bind(self.xpub, endpoints.publish_binds, curve)
+        except (zmq.ZMQError, TextwatchError):
             self.close()
             raise
         self.xsub.send(AGGREGATED_TOPIC)
@@ -200,10 +210,13 @@ class Publisher:
         return exporter
 
     def close(self) -> None:
-        if getattr(self, "exporter", None) is not None:
+        if self.exporter is not None:
             self.exporter.close()
         self.xsub.close()
         self.xpub.close()
+        if self.authenticator is not None:  # after the sockets: its thread owns a socket of ctx
+            self.authenticator.stop()
+            self.authenticator = None
 
     def pump_upstream(self) -> None:
         """Subscriptions from subscribers to the producers (one frame each: \\x01topic / \\x00topic)."""
@@ -319,9 +332,14 @@ def run_publisher(settings: Settings, endpoints: bus.Endpoints, stop: threading.
     restore = bus.stop_on_signals(stop)
     bus.set_process_title(f"textwatch: {NAME}")
     structlog.contextvars.bind_contextvars(process=NAME)
-    publisher = Publisher(settings, endpoints, zmq.Context.instance())
     try:
-        publisher.log.info("publisher_started", results=endpoints.result_binds, publish=endpoints.publish)
+        publisher = Publisher(settings, endpoints, zmq.Context.instance())
+    except TextwatchError as err:  # unusable CURVE keys: a config error, exit 78, not a crash to restart
+        restore()
+        get_logger().error("publisher_start_failed", error=str(err), code=int(err.exit_code))
+        return int(err.exit_code)
+    try:
+        publisher.log.info("publisher_started", results=endpoints.result_binds, publish=endpoints.publish_binds)
         _loop(publisher, settings.pipeline.stats_interval_s, stop)
         now = time.time()
         for frame in publisher.aggregator.flush(now):

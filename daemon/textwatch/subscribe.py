@@ -12,6 +12,14 @@ or, with --json, one JSON object per line: the message payload with its topic
 added as "topic". Exits 0 after --count messages or on Ctrl-C; with --timeout,
 exits 1 when nothing arrived for that many seconds. A malformed message is
 reported on stderr and skipped.
+
+A daemon whose publish endpoint speaks CURVE (bus.curve_secret_key set) needs
+this client's key pair, its public key in the daemon's allow-list, and the
+daemon's public key: --curve-secret-key and --curve-server-key, or
+bus.curve_client_secret_key and bus.curve_server_key of -c CONFIG. Without
+them (or with a key the daemon does not know) nothing arrives: ZeroMQ keeps
+retrying the handshake silently. Same-user tools on the daemon's host can use
+the plain ipc endpoint instead: --endpoint ipc://RUNTIME/publish.ipc.
 """
 
 from __future__ import annotations
@@ -20,13 +28,14 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import zmq
 
-from textwatch import wire
-from textwatch.config import load_settings
-from textwatch.errors import ExitCode
+from textwatch import bus, wire
+from textwatch.config import Settings, load_settings
+from textwatch.errors import ConfigError, ExitCode
 
 POLL_MS = 200  # Ctrl-C and --timeout are looked at this often
 LINGER_MS = 0  # a subscriber sends nothing worth waiting for
@@ -45,16 +54,36 @@ def add_subscribe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print each message as one JSON line (payload + topic)")
     parser.add_argument("--count", type=int, metavar="N", help="exit 0 after N messages")
     parser.add_argument("--timeout", type=float, metavar="S", help="exit 1 when nothing arrives for S seconds")
+    parser.add_argument(
+        "--curve-secret-key", type=Path, metavar="FILE",
+        help="this client's CURVE secret key (.key_secret) for a daemon whose publish speaks CURVE "
+        "(default: bus.curve_client_secret_key of the config)",
+    )
+    parser.add_argument(
+        "--curve-server-key", type=Path, metavar="FILE",
+        help="the daemon's CURVE public key (.key) (default: bus.curve_server_key of the config)",
+    )
+
+
+def client_curve(args: argparse.Namespace, settings: Settings) -> bus.ClientCurve | None:
+    """The CURVE keys from the flags (both, or neither), else from the config's [bus]; None = plain."""
+    if (args.curve_secret_key is None) != (args.curve_server_key is None):
+        raise ConfigError("--curve-secret-key and --curve-server-key go together")
+    if args.curve_secret_key is not None:
+        return bus.ClientCurve.from_files(args.curve_secret_key, args.curve_server_key, "--curve-secret-key")
+    return bus.ClientCurve.from_settings(settings)
 
 
 def run_subscribe(args: argparse.Namespace) -> int:
-    endpoint = args.endpoint or load_settings(args.config).bus.publish
+    settings = load_settings(args.config)
+    endpoint = args.endpoint or settings.bus.publish
+    curve = client_curve(args, settings)
     sock = zmq.Context.instance().socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, LINGER_MS)
     sock.setsockopt(zmq.RCVHWM, RCVHWM)
     for prefix in args.topic or [""]:
         sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
-    sock.connect(endpoint)
+    bus.connect(sock, endpoint, curve)
     try:
         return _receive(sock, args)
     except KeyboardInterrupt:
