@@ -96,7 +96,11 @@ def pipeline_settings(
 ) -> Settings:
     """The bench's variant of a config: one camera on `video`, private sockets, no metrics port."""
     camera = CameraSettings(id="bench", url=str(video), loop=True, realtime=not fast, max_fps=fps)
-    bus = settings.bus.model_copy(update={"runtime_dir": runtime, "publish": f"tcp://127.0.0.1:{port}", "pool": ""})
+    bus = settings.bus.model_copy(update={
+        "runtime_dir": runtime, "publish": f"tcp://127.0.0.1:{port}", "pool": "",
+        # loopback only, read by this process: no CURVE even when the config has keys
+        "curve_secret_key": None, "curve_allowed_keys": None, "curve_client_secret_key": None, "curve_server_key": None,
+    })
     pipeline = settings.pipeline.model_copy(update={"stats_interval_s": 1.0})
     return settings.model_copy(update={
         "cameras": [camera], "bus": bus, "pipeline": pipeline,

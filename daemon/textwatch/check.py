@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from textwatch.bus import check_curve
 from textwatch.config import Settings
 from textwatch.detect.darknet import check_weights, parse_cfg
 from textwatch.detect.runtime import choose_backend, load_model
@@ -44,7 +45,7 @@ def check_sources(settings: Settings) -> None:
         raise ConfigError(f"camera video file not found: {', '.join(missing)}")
 
 
-CHECKS: list[Callable[[Settings], None]] = [check_model, check_backend, check_ocr, check_sources]
+CHECKS: list[Callable[[Settings], None]] = [check_model, check_backend, check_ocr, check_sources, check_curve]
 
 
 def run_checks(settings: Settings) -> list[TextwatchError]:

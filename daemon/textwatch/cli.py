@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_status_arguments(status)
     status.set_defaults(handler=run_status)
 
+    from textwatch.keys import add_keys_arguments, run_keys
+
+    keys = sub.add_parser("keys", help="CURVE key pairs for a bus bound beyond loopback")
+    add_keys_arguments(keys)
+    keys.set_defaults(handler=run_keys)
+
     from textwatch import evaluate
 
     evaluate.add_arguments(sub.add_parser("eval", help="score accuracy and speed on eval sets (shared/eval)"))

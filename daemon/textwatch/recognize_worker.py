@@ -193,12 +193,13 @@ def run_worker(
         log.error("worker_cannot_start", error=str(err))
         return int(err.exit_code)
     ctx = zmq.Context.instance()
-    results = bus.result_publisher(ctx, results_endpoint)
+    curve = bus.ClientCurve.from_settings(settings)  # ignored on ipc endpoints
+    results = bus.result_publisher(ctx, results_endpoint, curve)
     crops: zmq.Socket | None = None
     try:
         if not bus.wait_for_subscriber(results, SUBSCRIBER_WAIT_S, stop):
             log.warning("publisher_not_reachable", results=results_endpoint, note="taking crops anyway")
-        crops = bus.crop_puller(ctx, crops_endpoint)
+        crops = bus.crop_puller(ctx, crops_endpoint, curve)
         worker = Worker(name, recognizer, crops, results, recycle=RecyclePolicy.from_settings(settings))
         log.info("worker_started", crops=crops_endpoint, results=results_endpoint)
         _loop(worker, settings.pipeline.stats_interval_s, stop)

@@ -143,7 +143,7 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda signum, _frame: self.signals.put(signum))
         workers = tuple(s.name for s in self.specs if s.role == "worker")
-        self.systemd = ServiceNotifier.from_environment(self.settings, self.endpoints.publish, workers, self.log)
+        self.systemd = ServiceNotifier.from_environment(self.settings, self.endpoints.publish_local, workers, self.log)
         for spec in self.specs:
             self.spawn(spec)
         self.log.info("daemon_started", children=[s.name for s in self.specs], publish=self.endpoints.publish)
