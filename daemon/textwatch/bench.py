@@ -10,7 +10,10 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -148,13 +151,24 @@ def bench_pipeline(
     frame read) and of each `text.<camera>`. Queue growth shows as latency that
     rises from the first to the last third of the run.
     """
+    from textwatch.wire import decode_published
+
+    with running_daemon(settings, scene, fast, fps, tracking) as (sub, _, run_settings):
+        messages = _collect(sub, seconds, warmup, decode_published)
+    summary = _summarise(messages, seconds, fast, fps, run_settings)
+    return {"scene": scene, "tracking": tracking, **summary}
+
+
+@contextmanager
+def running_daemon(
+    settings: Settings, scene: str, fast: bool, fps: float, tracking: bool
+) -> Iterator[tuple[Any, Any, Settings]]:
+    """The daemon (as `textwatch run` runs it) on a looped scene, and a SUB on its bus, for the bench."""
     import multiprocessing as mp
     import socket
     import tempfile
 
     import zmq
-
-    from textwatch.wire import decode_published
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -172,14 +186,12 @@ def bench_pipeline(
         daemon = mp.get_context("spawn").Process(target=_supervise, args=(run_settings,))
         daemon.start()
         try:
-            messages = _collect(sub, seconds, warmup, decode_published)
+            yield sub, daemon, run_settings
         finally:
             daemon.terminate()
             daemon.join(30)
             sub.close()
             context.term()
-    summary = _summarise(messages, seconds, fast, fps, run_settings)
-    return {"scene": scene, "tracking": tracking, **summary}
 
 
 def _collect(sub: object, seconds: float, warmup: float, decode: object) -> list[tuple[float, str, dict]]:
@@ -291,3 +303,96 @@ def bench_detector(settings: Settings, batches: list[int], seconds: float) -> di
         "results": rows,
         "machine": machine(),
     }
+
+
+# ---------------------------------------------------------------- soak: memory over time
+
+
+def bench_soak(
+    settings: Settings, minutes: float, interval: float, fast: bool, fps: float = 10.0, warmup: float = 30.0
+) -> dict[str, object]:
+    """Run the daemon on the looped sample video for `minutes` and sample every process's RSS.
+
+    Every `interval` s one sample holds each process's latest `rss_bytes` (from
+    its stats; the supervisor's from /proc). Growth per process compares the
+    mean of the last minute with the mean of the first minute after `warmup`.
+    A process whose `started` changed (a restart or a recycle) is reported with
+    its start count: its RSS series then mixes several lives.
+    """
+    from textwatch.wire import decode_published
+
+    with running_daemon(settings, "sample", fast, fps, tracking=True) as (sub, daemon, _):
+        samples, starts, totals = _sample_rss(sub, daemon.pid, minutes * 60.0, interval, warmup, decode_published)
+    return {
+        "benchmark": "soak",
+        "mode": "as fast as possible" if fast else f"real time, capped at {fps} frames/s",
+        "minutes": minutes,
+        "interval_s": interval,
+        "warmup_s": warmup,
+        "growth": rss_growth(samples, minutes * 60.0),
+        "starts": starts,
+        **totals,
+        "samples": samples,
+        "machine": machine(),
+    }
+
+
+def _sample_rss(
+    sub: Any, supervisor_pid: int, seconds: float, interval: float, warmup: float, decode: Any
+) -> tuple[list[dict[str, object]], dict[str, int], dict[str, int]]:
+    """RSS samples (t, MB per process) from the first frame + warmup on, for `seconds`."""
+    latest: dict[str, int] = {}
+    lives: dict[str, set[float]] = {}
+    counts: dict[str, int] = {}
+    samples: list[dict[str, object]] = []
+    start: float | None = None
+    deadline = time.monotonic() + 120  # the daemon must publish a first frame within 2 min
+    next_sample = 0.0
+    while time.monotonic() < deadline:
+        if sub.poll(100):
+            topic, body = decode(sub.recv_multipart())
+            if start is None and topic.startswith("frame."):
+                start = time.monotonic() + warmup
+                deadline, next_sample = start + seconds, start
+            if topic == "stats" and "rss_bytes" in body:
+                latest[body["process"]] = body["rss_bytes"]
+                lives.setdefault(body["process"], set()).add(body.get("started", 0.0))
+                counts[body["process"]] = body.get("crops_read", body.get("frames", 0))
+        now = time.monotonic()
+        if start is not None and now >= next_sample:
+            rss = {name: round(value / 2**20, 1) for name, value in sorted(latest.items())}
+            supervisor = _proc_rss(supervisor_pid)
+            if supervisor is not None:
+                rss["supervisor"] = round(supervisor / 2**20, 1)
+            samples.append({"t": round(now - start, 1), "rss_mb": rss})
+            next_sample += interval
+    if start is None:
+        raise TextwatchError("bench soak: the daemon published no frame within 120 s")
+    totals = {
+        "frames": sum(v for k, v in counts.items() if k.startswith("detect")),
+        "crops_read": sum(v for k, v in counts.items() if not k.startswith(("detect", "publisher"))),
+    }
+    return samples, {name: len(started) for name, started in sorted(lives.items())}, totals
+
+
+def _proc_rss(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def rss_growth(samples: list[dict[str, object]], seconds: float, window: float = 60.0) -> dict[str, dict[str, float]]:
+    """Per process: mean RSS (MB) of the first and the last `window` s, and the growth in %."""
+    growth = {}
+    names = sorted({name for sample in samples for name in sample["rss_mb"]})  # type: ignore[attr-defined]
+    for name in names:
+        series = [(s["t"], s["rss_mb"][name]) for s in samples if name in s["rss_mb"]]  # type: ignore[index, operator]
+        first = [v for t, v in series if t < window]
+        last = [v for t, v in series if t >= seconds - window]
+        if not first or not last:
+            continue
+        a, b = float(np.mean(first)), float(np.mean(last))
+        growth[name] = {"first_min_mb": round(a, 1), "last_min_mb": round(b, 1), "growth_pct": round(100 * (b - a) / a, 2)}
+    return growth

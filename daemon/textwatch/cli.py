@@ -53,6 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--tracking", choices=["on", "off", "both"], default="on",
                       help="OCR scheduling by tracks; both = two runs side by side and their ratio")
     pipe.set_defaults(handler=cmd_bench_pipeline)
+    soak = bench_sub.add_parser("soak", help="the daemon on the looped sample video for minutes; RSS of every process over time")
+    soak.add_argument("-c", "--config", type=Path)
+    soak.add_argument("--minutes", type=float, default=30.0, help="measured duration after warm-up")
+    soak.add_argument("--interval", type=float, default=10.0, help="seconds between two RSS samples")
+    soak.add_argument("--warmup", type=float, default=30.0, help="seconds after the first frame before sampling starts")
+    soak.add_argument("--fps", type=float, default=10.0, help="frames/s cap of the camera")
+    soak.add_argument("--fast", action="store_true", help="read the file as fast as possible instead of in real time")
+    soak.set_defaults(handler=cmd_bench_soak)
     det = bench_sub.add_parser("detector", help="detector forward passes per backend and batch size")
     det.add_argument("-c", "--config", type=Path)
     det.add_argument("--batch", type=int, nargs="+", default=[1, 4, 16], help="batch sizes")
@@ -178,6 +186,19 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     if len(runs) == 2:
         on, off = runs
         result["ocr_calls_ratio_off_to_on"] = round(off["ocr_calls_per_s"] / max(0.01, on["ocr_calls_per_s"]), 1)
+    print(json.dumps(result, indent=2))
+    return ExitCode.OK
+
+
+def cmd_bench_soak(args: argparse.Namespace) -> int:
+    from textwatch.bench import bench_soak
+    from textwatch.check import run_checks
+
+    settings = settings_from(args)
+    problems = run_checks(settings)
+    if problems:
+        raise problems[0]
+    result = bench_soak(settings, args.minutes, args.interval, args.fast, args.fps, args.warmup)
     print(json.dumps(result, indent=2))
     return ExitCode.OK
 

@@ -189,9 +189,9 @@ class DetectProcess:
                 return
             self._publish(encode_published(TOPIC_EVENT, event, event.camera))
 
-    def publish_stats_when_due(self) -> None:
+    def publish_stats_when_due(self, force: bool = False) -> None:
         now = time.monotonic()
-        if now < self.next_stats:
+        if now < self.next_stats and not force:
             return
         self.next_stats = now + self.settings.pipeline.stats_interval_s
         cameras = {
@@ -224,6 +224,7 @@ class DetectProcess:
         self.publish_events()
         for notice in self.planner.finish(self.last_seq):
             self._publish(encode_published(TOPIC_TRACK_NOTICE, notice, notice.camera))
+        self.publish_stats_when_due(force=True)  # final counters: every crop this process sent
         self.push.close(linger=int(self.settings.pipeline.shutdown_grace_s * 1000))
         self.pub.close(linger=500)
         self.context.term()
