@@ -109,3 +109,22 @@ def test_importing_the_cli_leaves_openmp_threads_alone() -> None:
     env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_THREAD_LIMIT"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert out.stdout.split() == ["None", "1"], out.stderr
+
+
+def test_two_line_crop_falls_back_to_block_mode() -> None:
+    """A detector box that holds two lines: psm 7 reads nothing useful, the psm 6 fallback
+    reads both (measured on SROIE: word recall 0.29 -> 0.65 with the fallback)."""
+    import numpy as np
+
+    top, bottom = line_crop("TOTAL 12.50", height=40), line_crop("CASH 20.00", height=40)
+    width = max(top.shape[1], bottom.shape[1])
+    crop = np.full((80, width, 3), 255, np.uint8)
+    crop[:40, : top.shape[1]], crop[40:, : bottom.shape[1]] = top, bottom
+    with_fallback = Recognizer(OcrSettings())
+    without = Recognizer(OcrSettings(fallback_psm=0))
+    try:
+        assert with_fallback.read(crop, text_height=32).text == "TOTAL 12.50 CASH 20.00"
+        assert without.read(crop, text_height=32).text != "TOTAL 12.50 CASH 20.00"
+    finally:
+        with_fallback.close()
+        without.close()

@@ -46,7 +46,7 @@ class DetectorSettings(Strict):
     confidence: float = Field(0.3, ge=0.0, le=1.0, description="minimum detector confidence of a box")
     nms: float = Field(0.45, ge=0.0, le=1.0, description="IoU above which overlapping boxes are suppressed")
     padding: float = Field(
-        0.15, ge=0.0, le=2.0, description="margin added above and below each box, as a fraction of its height"
+        0.05, ge=0.0, le=2.0, description="margin added above and below each box, as a fraction of its height"
     )
     padding_x: float = Field(
         0.5, ge=0.0, le=5.0,
@@ -67,6 +67,13 @@ class OcrSettings(Strict):
     languages: str = Field("eng", pattern=r"^[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*$", description="Tesseract languages, '+'-joined")
     tessdata: Path | None = Field(None, description="tessdata folder; unset = $TESSDATA_PREFIX, else the one tesseract reports")
     psm: int = Field(7, ge=0, le=13, description="page segmentation mode; 7 = a single text line")
+    fallback_psm: int = Field(
+        6, ge=0, le=13,
+        description="read again with this mode (6 = a block of lines) when the psm read is empty or unsure; 0 = never",
+    )
+    fallback_below: float = Field(
+        60.0, ge=0.0, le=100.0, description="mean word confidence below which a psm read counts as unsure"
+    )
     text_height: int = Field(
         36, ge=8, le=200, description="crops are scaled so their text is about this many pixels high"
     )

@@ -127,6 +127,7 @@ class TesserocrEngine:
 
     def __init__(self, tessdata: Path, languages: str, psm: int, timeout_ms: int = 0) -> None:
         self.timeout_ms = timeout_ms  # 0 = no limit (tesserocr's own meaning of 0)
+        self.psm = psm
         try:
             import tesserocr
         except ImportError as err:  # pragma: no cover - a dependency of the package
@@ -145,8 +146,9 @@ class TesserocrEngine:
         except RuntimeError as err:
             raise BackendUnavailable(f"Tesseract failed to start with {languages!r}: {err}") from None
 
-    def read_words(self, image: np.ndarray) -> list[Word]:
+    def read_words(self, image: np.ndarray, psm: int | None = None) -> list[Word]:
         h, w = image.shape[:2]
+        self._api.SetPageSegMode(psm if psm is not None else self.psm)
         self._api.SetImageBytes(np.ascontiguousarray(image).tobytes(), w, h, 1, w)
         start = time.monotonic()
         if not self._api.Recognize(timeout=self.timeout_ms):
@@ -182,13 +184,15 @@ class PytesseractEngine:
         if shutil.which("tesseract") is None:
             raise BackendUnavailable("the tesseract program is not on PATH (install tesseract-ocr)")
         self._pytesseract = pytesseract
-        self._config = f'--psm {psm} --oem 1 --tessdata-dir "{tessdata}"'
+        self.psm = psm
+        self._config = f'--oem 1 --tessdata-dir "{tessdata}"'
         self._languages = languages
 
-    def read_words(self, image: np.ndarray) -> list[Word]:
+    def read_words(self, image: np.ndarray, psm: int | None = None) -> list[Word]:
+        config = f"--psm {psm if psm is not None else self.psm} {self._config}"
         try:
             data = self._pytesseract.image_to_data(
-                image, lang=self._languages, config=self._config, output_type=self._pytesseract.Output.DICT,
+                image, lang=self._languages, config=config, output_type=self._pytesseract.Output.DICT,
                 timeout=self.timeout_s,
             )
         except RuntimeError as err:
@@ -241,6 +245,15 @@ def is_light_on_dark(binary: np.ndarray) -> bool:
     return float(border.mean()) < 127.5
 
 
+def better(first: Reading, second: Reading) -> Reading:
+    """The fallback read wins when the first found nothing, or when it is more confident."""
+    if second.status != "text":
+        return first
+    if first.status != "text" or second.confidence > first.confidence:
+        return second
+    return first
+
+
 def is_blank(crop: np.ndarray) -> bool:
     """A crop without contrast holds no text; Tesseract would invent some ("ee") on it."""
     return float(crop.std()) < BLANK_STD
@@ -270,13 +283,26 @@ class Recognizer:
         if is_blank(crop):
             return Reading("empty")
         image = preprocess(crop, self.settings, text_height)
+        reading = self.read_with(image, self.settings.psm)
+        if self.needs_fallback(reading):
+            reading = better(reading, self.read_with(image, self.settings.fallback_psm))
+        return reading
+
+    def read_with(self, image: np.ndarray, psm: int) -> Reading:
         try:
-            words = self.engine.read_words(image)
+            words = self.engine.read_words(image, psm)
         except RecognizeTimeout:
             return Reading("failed", error=TIMEOUT)
         except Exception as err:  # noqa: BLE001 - any engine failure is a "failed" reading, counted
             return Reading("failed", error=f"{type(err).__name__}: {err}")
         return classify(words, self.settings.min_confidence)
+
+    def needs_fallback(self, reading: Reading) -> bool:
+        """A single-line read that found nothing or is unsure: the box may hold two lines."""
+        s = self.settings
+        if not s.fallback_psm or s.fallback_psm == s.psm or reading.status == "failed":
+            return False
+        return reading.status == "empty" or reading.confidence < s.fallback_below
 
     def close(self) -> None:
         self.engine.close()
