@@ -133,7 +133,7 @@ def test_seed_full_yolov4_cfg_parses_and_loads(tmp_path) -> None:
 @pytest.mark.skipif(cuda_device_count() > 0, reason="this OpenCV has CUDA; the error path cannot be reached")
 @pytest.mark.parametrize("backend", ["cuda", "cuda-fp16"])
 def test_cuda_request_without_cuda_fails_at_start(backend: str) -> None:
-    with pytest.raises(BackendUnavailable, match="has no CUDA device.*make opencv-cuda"):
+    with pytest.raises(BackendUnavailable, match="has no CUDA device.*OPENCV_DNN_CUDA"):
         choose_backend(backend)
 
 

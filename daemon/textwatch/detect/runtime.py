@@ -24,8 +24,8 @@ from textwatch.errors import BackendUnavailable, ModelError
 from textwatch.log import get_logger
 
 CUDA_BUILD_HINT = (
-    "PyPI's opencv-python-headless has no CUDA; build one with `make opencv-cuda` "
-    "(docs/operations.md) or use detector.backend = \"torch\" / \"cpu\""
+    "PyPI's opencv-python-headless has no CUDA: install an OpenCV built with WITH_CUDA, WITH_CUDNN and "
+    "OPENCV_DNN_CUDA, or use detector.backend = \"torch\" (with the torch extra) or \"cpu\""
 )
 
 
