@@ -140,7 +140,8 @@ def test_shipped_model_reads_the_sample(sample) -> None:
     needs_shipped_model()
     result = run_cli("image", str(sample))
     assert result.returncode == 0, result.stderr
-    for expected in ("Sample Text", "Align Text", "Total amount EUR 318.40"):
+    # "Quarterly ..." pins a bug: a tile that cut the line won NMS over the whole-frame box ("rly sales")
+    for expected in ("Sample Text", "Align Text", "Total amount EUR 318.40", "Quarterly sales rose 12 percent"):
         assert expected in result.stdout.splitlines()
 
 

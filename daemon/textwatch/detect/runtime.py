@@ -23,6 +23,9 @@ from textwatch.detect.merge import merge_line_fragments, nms
 from textwatch.errors import BackendUnavailable, ModelError
 from textwatch.log import get_logger
 
+CUT_PENALTY = 0.5  # score factor of a box its tile cut (see cut_by_tile)
+EDGE_PX = 1.5  # a box this close to an inner tile edge touches it
+
 CUDA_BUILD_HINT = (
     "PyPI's opencv-python-headless has no CUDA: install an OpenCV built with WITH_CUDA, WITH_CUDNN and "
     "OPENCV_DNN_CUDA, or use detector.backend = \"torch\" (with the torch extra) or \"cpu\""
@@ -48,6 +51,29 @@ class View:
     frame: int
     region: tuple[int, int, int, int]
     letterbox: Letterbox
+    frame_size: tuple[int, int]  # width, height of the whole frame
+
+
+def cut_by_tile(boxes: np.ndarray, view: View) -> np.ndarray:
+    """Boxes that touch an edge of their tile inside the frame: the tile cut their line.
+
+    Such a box is often the most confident guess, and NMS would then suppress the
+    whole line seen by another view in its favour ("Quarterly" read as "rly" at a
+    tile edge). Their scores are lowered (CUT_PENALTY) so an uncut box wins; a cut
+    box still counts where no other view saw the text.
+    """
+    x1, y1, x2, y2 = view.region
+    width, height = view.frame_size
+    cut = np.zeros(len(boxes), dtype=bool)
+    if x1 > 0:
+        cut |= boxes[:, 0] <= x1 + EDGE_PX
+    if y1 > 0:
+        cut |= boxes[:, 1] <= y1 + EDGE_PX
+    if x2 < width:
+        cut |= boxes[:, 2] >= x2 - EDGE_PX
+    if y2 < height:
+        cut |= boxes[:, 3] >= y2 - EDGE_PX
+    return cut
 
 
 def cuda_device_count() -> int:
@@ -180,7 +206,7 @@ class Detector:
             for region in self._regions(frame):
                 x1, y1, x2, y2 = region
                 image, box = letterbox(frame[y1:y2, x1:x2], width, height)
-                views.append(View(index, region, box))
+                views.append(View(index, region, box, (frame.shape[1], frame.shape[0])))
                 inputs.append(image)
         return views, inputs
 
@@ -219,6 +245,7 @@ class Detector:
         boxes = view.letterbox.to_source(net_boxes) if len(rows) else np.zeros((0, 4), np.float32)
         x1, y1, x2, y2 = view.region
         boxes = clip_boxes(boxes, x2 - x1, y2 - y1) + np.array([x1, y1, x1, y1], np.float32)
+        scores = np.where(cut_by_tile(boxes, view), scores * CUT_PENALTY, scores)
         return np.concatenate([boxes, scores[:, None].astype(np.float32)], axis=1)
 
     def _finish(self, candidates: np.ndarray, frame: np.ndarray) -> list[Detection]:
