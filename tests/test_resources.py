@@ -143,8 +143,12 @@ def test_a_timed_out_crop_is_published_as_failed_and_counted(tmp_path: Path) -> 
 def test_a_worker_retires_with_exit_75_after_max_crops(tmp_path: Path) -> None:
     settings = Settings()
     settings.pipeline.worker_max_crops = 3
+    settings.pipeline.stats_interval_s = 0.2
     rig = WorkerRig(tmp_path, settings)
     try:
+        # Its first stats prove our subscription reached the worker: results sent before
+        # that are lost (ZeroMQ's slow joiner), which made this test flaky on a loaded machine.
+        rig.receive("stats", timeout=30)
         for seq in range(3):
             rig.send(line_crop(f"LINE {seq}", height=40), seq=seq)
         texts = [rig.receive("text.", timeout=30)["text"] for _ in range(3)]
