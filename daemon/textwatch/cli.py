@@ -123,6 +123,17 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return load_settings(getattr(args, "config", None))
 
 
+def checked_settings(args: argparse.Namespace) -> Settings:
+    """Settings that passed every `textwatch check`; the first problem is raised otherwise."""
+    from textwatch.check import run_checks
+
+    settings = settings_from(args)
+    problems = run_checks(settings)
+    if problems:
+        raise problems[0]
+    return settings
+
+
 def cmd_image(args: argparse.Namespace) -> int:
     from textwatch.oneshot_cli import run_images
 
@@ -171,12 +182,8 @@ def cmd_bench_ocr(args: argparse.Namespace) -> int:
 
 def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     from textwatch.bench import bench_pipeline
-    from textwatch.check import run_checks
 
-    settings = settings_from(args)
-    problems = run_checks(settings)
-    if problems:
-        raise problems[0]
+    settings = checked_settings(args)
     modes = [True, False] if args.tracking == "both" else [args.tracking == "on"]
     runs = [
         bench_pipeline(settings, seconds=args.seconds, fast=args.fast, fps=args.fps, scene=args.scene, tracking=mode)
@@ -192,12 +199,8 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
 
 def cmd_bench_soak(args: argparse.Namespace) -> int:
     from textwatch.bench import bench_soak
-    from textwatch.check import run_checks
 
-    settings = settings_from(args)
-    problems = run_checks(settings)
-    if problems:
-        raise problems[0]
+    settings = checked_settings(args)
     result = bench_soak(settings, args.minutes, args.interval, args.fast, args.fps, args.warmup)
     print(json.dumps(result, indent=2))
     return ExitCode.OK
