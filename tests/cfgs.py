@@ -81,3 +81,22 @@ def write_random_weights(cfg: Path, weights: Path, seed: int = 0, truncate: int 
         parts.append(np.concatenate(values).astype("<f4").tobytes())
     data = b"".join(parts)
     weights.write_bytes(data[: len(data) - truncate] if truncate else data)
+
+
+def constant_model(
+    folder: Path, name: str, pool: int, anchor: tuple[int, int], objectness: float, cls: float
+) -> tuple[Path, Path]:
+    """A detector whose output does not depend on the image: a `pool` x `pool` max-pool makes
+    a 64/pool grid, and a 1x1 convolution with zero weights outputs its biases (tx, ty, tw,
+    th = 0), so every cell predicts one `anchor`-sized box with the given logits."""
+    cfg, weights = folder / f"{name}.cfg", folder / f"{name}.weights"
+    cfg.write_text(
+        "[net]\nwidth=64\nheight=64\nchannels=3\n\n"
+        f"[maxpool]\nsize={pool}\nstride={pool}\n\n"
+        "[convolutional]\nfilters=6\nsize=1\nstride=1\npad=1\nactivation=linear\n\n"
+        f"[yolo]\nmask=0\nanchors={anchor[0]},{anchor[1]}\nclasses=1\nnum=1\nscale_x_y=1.0\n"
+    )
+    header = np.array([0, 2, 5], "<i4").tobytes() + np.array([0], "<u8").tobytes()
+    biases = np.array([0, 0, 0, 0, objectness, cls], "<f4").tobytes()
+    weights.write_bytes(header + biases + np.zeros(6 * 3, "<f4").tobytes())
+    return cfg, weights

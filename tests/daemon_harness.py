@@ -23,43 +23,13 @@ import cv2
 import numpy as np
 import zmq
 
+from cfgs import constant_model
 from rtsp_server import free_port
 from textwatch.samples import line_crop
 
-WHOLE_FRAME_CFG = """\
-[net]
-width=64
-height=64
-channels=3
-
-[maxpool]
-size=64
-stride=64
-
-[convolutional]
-filters=6
-size=1
-stride=1
-pad=1
-activation=linear
-
-[yolo]
-mask=0
-anchors=64,64
-classes=1
-num=1
-scale_x_y=1.0
-"""
-
-
 def whole_frame_model(folder: Path) -> tuple[Path, Path]:
-    """cfg + weights: zero kernel, biases (tx, ty, tw, th, obj, cls) = (0, 0, 0, 0, 8, 8)."""
-    cfg, weights = folder / "whole.cfg", folder / "whole.weights"
-    cfg.write_text(WHOLE_FRAME_CFG)
-    header = np.array([0, 2, 5], "<i4").tobytes() + np.array([0], "<u8").tobytes()
-    biases = np.array([0, 0, 0, 0, 8, 8], "<f4").tobytes()
-    weights.write_bytes(header + biases + np.zeros(18, "<f4").tobytes())
-    return cfg, weights
+    """One 64x64 cell over the 64x64 input whose box is the whole input (objectness logit 8)."""
+    return constant_model(folder, "whole", 64, (64, 64), 8.0, 8.0)
 
 
 def write_line_clip(path: Path, texts: list[str], frames_each: int = 10, fps: float = 10.0) -> Path:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import shared_path
+import cfgs
 from cfgs import write_random_weights
 from textwatch.config import DetectorSettings
 from textwatch.detect.darknet import check_weights, parse_cfg
@@ -17,42 +18,9 @@ from textwatch.detect.merge import merge_line_fragments, reading_order
 from textwatch.detect.runtime import Detector, choose_backend, cuda_device_count
 from textwatch.errors import BackendUnavailable, ModelError
 
-# A network whose output does not depend on the image: a 32x32 max-pool makes a
-# 2x2 grid, and a 1x1 convolution with zero weights outputs its biases. Every
-# cell then predicts the same box, so the decoded boxes can be computed by hand.
-CONSTANT_CFG = """\
-[net]
-width=64
-height=64
-channels=3
-
-[maxpool]
-size=32
-stride=32
-
-[convolutional]
-filters=6
-size=1
-stride=1
-pad=1
-activation=linear
-
-[yolo]
-mask=0
-anchors=40,20
-classes=1
-num=1
-scale_x_y=1.0
-"""
-
-
 def constant_model(folder: Path, objectness_logit: float) -> DetectorSettings:
-    cfg, weights = folder / "constant.cfg", folder / "constant.weights"
-    cfg.write_text(CONSTANT_CFG)
-    biases = np.array([0, 0, 0, 0, objectness_logit, 10.0], dtype="<f4")  # tx ty tw th obj cls
-    kernel = np.zeros(6 * 3, dtype="<f4")
-    header = np.array([0, 2, 5], "<i4").tobytes() + np.array([0], "<u8").tobytes()
-    weights.write_bytes(header + biases.tobytes() + kernel.tobytes())
+    """A 2x2 grid (32x32 max-pool) where every cell predicts the same 40x20 box."""
+    cfg, weights = cfgs.constant_model(folder, "constant", 32, (40, 20), objectness_logit, 10.0)
     return DetectorSettings(cfg=cfg, weights=weights, backend="cpu", padding=0.0, tiling="off", confidence=0.5)
 
 
