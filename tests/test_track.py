@@ -144,6 +144,23 @@ def test_changed_text_is_read_at_once() -> None:
     assert [(seq, r) for seq, r in enumerate(reasons) if r] == [(0, "appeared"), (10, "changed")]
 
 
+def test_one_changed_character_in_a_long_line_is_read_at_the_refresh() -> None:
+    """Pins the limit the track module documents: a clock's last digit is below the signature's noise floor."""
+    tracker = Tracker(TrackingSettings(refresh_s=2.0))
+    texts = ["Meeting room B at 14:30"] * 10 + ["Meeting room B at 14:31"] * 20
+    reasons = [tracker.update(seq, seq / FPS, [d], f).ocr[0] for seq, (f, d) in enumerate(scene(t) for t in texts)]
+    assert [(seq, r) for seq, r in enumerate(reasons) if r] == [(0, "appeared"), (20, "refresh")]
+
+
+def test_without_scheduling_every_crop_is_read_and_tracks_stay() -> None:
+    """schedule=false (the benchmark's baseline): every frame's crop goes to OCR, ids and events as usual."""
+    tracker = Tracker(TrackingSettings(schedule=False))
+    updates = [tracker.update(seq, seq / FPS, [d], f) for seq, (f, d) in enumerate(scene("AB-12-CD") for _ in range(30))]
+    assert all(update.ocr == ("every_frame",) and update.tracks == (1,) for update in updates)
+    assert [update.appeared for update in updates if update.appeared] == [(1,)]
+    assert not tracker.scheduler.sent and not tracker.scheduler.skipped
+
+
 def test_larger_or_sharper_view_is_read_again() -> None:
     tracker = Tracker(TrackingSettings(refresh_s=10.0))
     small = line_crop("AB-12-CD", height=30)

@@ -7,6 +7,7 @@ docs/benchmarks.md together with the machine and the command.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import time
@@ -95,7 +96,7 @@ def _supervise(settings: object) -> None:
 
 
 def pipeline_settings(
-    settings: Settings, video: Path, fast: bool, fps: float, runtime: Path, port: int, tracking: bool
+    settings: Settings, video: Path, fast: bool, fps: float, runtime: Path, port: int, scheduling: bool
 ) -> Settings:
     """The bench's variant of a config: one camera on `video`, private sockets, no metrics port."""
     camera = CameraSettings(id="bench", url=str(video), loop=True, realtime=not fast, max_fps=fps)
@@ -107,7 +108,7 @@ def pipeline_settings(
     pipeline = settings.pipeline.model_copy(update={"stats_interval_s": 1.0})
     return settings.model_copy(update={
         "cameras": [camera], "bus": bus, "pipeline": pipeline,
-        "tracking": settings.tracking.model_copy(update={"enabled": tracking}),
+        "tracking": settings.tracking.model_copy(update={"enabled": True, "schedule": scheduling}),
         "metrics": settings.metrics.model_copy(update={"enabled": False}),
     })
 
@@ -142,26 +143,66 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 def bench_pipeline(
-    settings: Settings, seconds: float, fast: bool, fps: float, scene: str = "sample", tracking: bool = True,
+    settings: Settings, seconds: float, fast: bool, fps: float, scene: str = "sample", scheduling: bool = True,
     warmup: float = 5.0,
 ) -> dict[str, object]:
     """Run the daemon on the bundled 1280x720 sample video and measure it from a subscriber.
 
     Latency is capture to publish of each `frame.<camera>` (all regions of the
     frame read) and of each `text.<camera>`. Queue growth shows as latency that
-    rises from the first to the last third of the run.
+    rises from the first to the last third of the run. Tracking is on in both
+    scheduling modes, so `consolidated_text` (the daemon's own track texts)
+    compares what the scene reads with and without OCR scheduling.
     """
     from textwatch.wire import decode_published
 
-    with running_daemon(settings, scene, fast, fps, tracking) as (sub, _, run_settings):
+    with running_daemon(settings, scene, fast, fps, scheduling) as (sub, _, run_settings):
         messages = _collect(sub, seconds, warmup, decode_published)
-    summary = _summarise(messages, seconds, fast, fps, run_settings)
-    return {"scene": scene, "tracking": tracking, **summary}
+    window = [message for message in messages if message[0] >= 0]
+    summary = _summarise(window, seconds, fast, fps, run_settings)
+    return {"scene": scene, "scheduling": scheduling, **summary, "consolidated_text": tracked_texts(messages)}
+
+
+def tracked_texts(messages: list[tuple[float, str, dict]]) -> list[str]:
+    """The daemon's own consolidated text: each track's latest text from its `track.` events, sorted.
+
+    Events from the start of the run count (a static scene's tracks appear and
+    settle during the warm-up, before the measured window).
+    """
+    latest: dict[int, str] = {}
+    for _, topic, body in messages:
+        if topic.startswith("track.") and body["event"] != "appeared":
+            latest[body["track"]] = body["text"]
+    return sorted(text for text in latest.values() if text)
+
+
+def compare_runs(on: dict[str, Any], off: dict[str, Any]) -> dict[str, object]:
+    """Scheduling on against off: how much OCR it saves, and whether the consolidated text stayed the same.
+
+    OCR calls are compared per frame through the detector as well as per
+    second: on two cores the OCR of every crop slows the detector, so the
+    per-second ratio understates what scheduling saves at equal frame rates.
+    """
+    from collections import Counter
+
+    only_on = Counter(on["consolidated_text"]) - Counter(off["consolidated_text"])
+    only_off = Counter(off["consolidated_text"]) - Counter(on["consolidated_text"])
+    return {
+        "ocr_calls_ratio_off_to_on": round(off["ocr_calls_per_s"] / max(0.01, on["ocr_calls_per_s"]), 1),
+        "ocr_calls_per_frame_ratio_off_to_on": round(
+            off["ocr_calls_per_frame"] / max(0.001, on["ocr_calls_per_frame"]), 1
+        ),
+        "same_consolidated_text": not only_on and not only_off,
+        "texts_on": len(on["consolidated_text"]),
+        "texts_off": len(off["consolidated_text"]),
+        "only_with_scheduling": sorted(only_on.elements()),
+        "only_without_scheduling": sorted(only_off.elements()),
+    }
 
 
 @contextmanager
 def running_daemon(
-    settings: Settings, scene: str, fast: bool, fps: float, tracking: bool
+    settings: Settings, scene: str, fast: bool, fps: float, scheduling: bool
 ) -> Iterator[tuple[Any, Any, Settings]]:
     """The daemon (as `textwatch run` runs it) on a looped scene, and a SUB on its bus, for the bench."""
     import multiprocessing as mp
@@ -175,7 +216,7 @@ def running_daemon(
         port = probe.getsockname()[1]
     with tempfile.TemporaryDirectory(prefix="textwatch-bench-") as runtime:
         video = scene_video(scene, Path(runtime), fps)
-        run_settings = pipeline_settings(settings, video, fast, fps, Path(runtime), port, tracking)
+        run_settings = pipeline_settings(settings, video, fast, fps, Path(runtime), port, scheduling)
         context = zmq.Context()
         sub = context.socket(zmq.SUB)
         sub.setsockopt(zmq.LINGER, 0)
@@ -195,7 +236,12 @@ def running_daemon(
 
 
 def _collect(sub: object, seconds: float, warmup: float, decode: object) -> list[tuple[float, str, dict]]:
-    """Messages received after the first frame plus `warmup` s, for `seconds` s."""
+    """Every message until `seconds` s after the first frame plus `warmup` s.
+
+    Each comes with its time from the start of the measured window: negative
+    during the warm-up, -inf before the first frame. Rates and latencies use
+    t >= 0 only; track events count from the start.
+    """
     messages: list[tuple[float, str, dict]] = []
     start: float | None = None
     deadline = time.monotonic() + 120  # the daemon must publish a first frame within 2 min
@@ -207,8 +253,7 @@ def _collect(sub: object, seconds: float, warmup: float, decode: object) -> list
         if start is None and topic.startswith("frame."):
             start = now + warmup
             deadline = start + seconds
-        if start is not None and now >= start:
-            messages.append((now - start, topic, body))
+        messages.append((now - start if start is not None else -math.inf, topic, body))
     if start is None:
         raise TextwatchError("bench pipeline: the daemon published no frame within 120 s")
     return messages
@@ -220,6 +265,15 @@ def _detect_rate(messages: list[tuple[float, str, dict]]) -> float:
     if len(detect) < 2 or detect[-1][0] <= detect[0][0]:
         return float("nan")
     return round((detect[-1][1] - detect[0][1]) / (detect[-1][0] - detect[0][0]), 2)
+
+
+def _calls_per_frame(messages: list[tuple[float, str, dict]]) -> float:
+    """Crops read per frame through the detector, from the first and last detect stats in the window."""
+    detect = [b for _, topic, b in messages if topic == "stats" and b.get("role") == "detect"]
+    if len(detect) < 2 or detect[-1]["frames"] <= detect[0]["frames"]:
+        return float("nan")
+    first, last = detect[0], detect[-1]
+    return round((last["crops_sent"] - first["crops_sent"]) / (last["frames"] - first["frames"]), 2)
 
 
 def _summarise(messages: list[tuple[float, str, dict]], seconds: float, fast: bool, fps: float, settings: Settings) -> dict[str, object]:
@@ -247,6 +301,7 @@ def _summarise(messages: list[tuple[float, str, dict]], seconds: float, fast: bo
         "frames_read": camera.get("frames_read"),
         "detect_ms_per_batch": detect.get("detect_ms_avg"),
         "ocr_calls_per_s": round(len(texts) / seconds, 2),
+        "ocr_calls_per_frame": _calls_per_frame(messages),
         "ocr_skipped": detect.get("ocr_skipped", {}),
         "track_events": sum(topic.startswith("track.") for _, topic, _ in messages),
         "workers": len([p for p in stats if p.startswith("ocr-")]),
@@ -321,7 +376,7 @@ def bench_soak(
     """
     from textwatch.wire import decode_published
 
-    with running_daemon(settings, "sample", fast, fps, tracking=True) as (sub, daemon, _):
+    with running_daemon(settings, "sample", fast, fps, scheduling=True) as (sub, daemon, _):
         samples, starts, totals = _sample_rss(sub, daemon.pid, minutes * 60.0, interval, warmup, decode_published)
     return {
         "benchmark": "soak",

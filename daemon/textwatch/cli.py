@@ -50,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--fast", action="store_true", help="read the file as fast as possible instead of in real time")
     pipe.add_argument("--scene", choices=["sample", "static", "moving"], default="sample",
                       help="the bundled sample clip, or a rendered 1280x720 window standing still or drifting")
-    pipe.add_argument("--tracking", choices=["on", "off", "both"], default="on",
-                      help="OCR scheduling by tracks; both = two runs side by side and their ratio")
+    pipe.add_argument("--scheduling", choices=["on", "off", "both"], default="on",
+                      help="OCR only of new, changed or due tracks (off: every crop, tracking still on); "
+                      "both = two runs side by side, their OCR ratio and consolidated text compared")
     pipe.set_defaults(handler=cmd_bench_pipeline)
     soak = bench_sub.add_parser("soak", help="the daemon on the looped sample video for minutes; RSS of every process over time")
     soak.add_argument("-c", "--config", type=Path)
@@ -181,18 +182,15 @@ def cmd_bench_ocr(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_pipeline(args: argparse.Namespace) -> int:
-    from textwatch.bench import bench_pipeline
+    from textwatch.bench import bench_pipeline, compare_runs
 
     settings = checked_settings(args)
-    modes = [True, False] if args.tracking == "both" else [args.tracking == "on"]
+    modes = [True, False] if args.scheduling == "both" else [args.scheduling == "on"]
     runs = [
-        bench_pipeline(settings, seconds=args.seconds, fast=args.fast, fps=args.fps, scene=args.scene, tracking=mode)
+        bench_pipeline(settings, seconds=args.seconds, fast=args.fast, fps=args.fps, scene=args.scene, scheduling=mode)
         for mode in modes
     ]
-    result: dict[str, object] = runs[0] if len(runs) == 1 else {"runs": runs}
-    if len(runs) == 2:
-        on, off = runs
-        result["ocr_calls_ratio_off_to_on"] = round(off["ocr_calls_per_s"] / max(0.01, on["ocr_calls_per_s"]), 1)
+    result: dict[str, object] = runs[0] if len(runs) == 1 else {"runs": runs, **compare_runs(*runs)}
     print(json.dumps(result, indent=2))
     return ExitCode.OK
 

@@ -141,13 +141,21 @@ class FilterSettings(Strict):
 
 
 class TrackingSettings(Strict):
-    enabled: bool = Field(True, description="track regions and read only new or changed crops; off = read every crop")
+    enabled: bool = Field(
+        True, description="give regions track ids, consolidate their reads and publish track events; off = per-frame text only"
+    )
+    schedule: bool = Field(
+        True, description="read a track's crop only when it is new, changed, better or due; off = read every crop"
+    )
     iou_match: float = Field(
         0.3, gt=0.0, le=1.0, description="least IoU between a track's predicted box and a detection to match them"
     )
     max_missed: int = Field(5, ge=0, description="frames a track may go undetected before it is gone")
     max_age_s: float = Field(2.0, gt=0.0, description="seconds a track may go unseen before it is gone")
-    refresh_s: float = Field(2.0, gt=0.0, description="an unchanged track is read again after this many seconds")
+    refresh_s: float = Field(
+        3.0, gt=0.0,
+        description="an unchanged track is read again after this many seconds; also the longest a one-character edit waits",
+    )
     change_threshold: float = Field(
         0.25, gt=0.0, description="signature difference (mean |z| of a 16x8 thumbnail) above which a crop changed"
     )

@@ -14,7 +14,14 @@ new:
               sharper (variance of the Laplacian), than the best crop sent yet
     refresh   refresh_s passed since the last crop sent
 Everything else is skipped and counted by reason ("unchanged", or "empty" for
-a box with no pixels inside the frame). Comparing with the last crop *sent*
+a box with no pixels inside the frame). With `schedule` off every crop is
+read (reason "every_frame"): tracks and consolidation as usual, OCR as without
+tracking; the benchmark compares the two.
+
+The signature sees a crop that moved, changed its words or changed several
+characters; one changed character in a long line (a clock's last digit) moves
+a 16x8 thumbnail about as much as sensor noise does, so such an edit is read
+at the next refresh, at most `refresh_s` later. Comparing with the last crop *sent*
 rather than the previous frame makes slow drift add up until it is read.
 
 Association: each track's box is predicted at the frame's time with a
@@ -173,7 +180,10 @@ class Tracker:
         track_ids = [tid if tid is not None else self.start(seq, ts, boxes[index]) for index, tid in enumerate(ids)]
         appeared = [tid for tid, matched in zip(track_ids, ids) if matched is None]
         gone += self.expire_missed({track_id for track_id, _ in pairs} | set(appeared))
-        ocr = [self.scheduler.decide(tid, ts, crop(frame, d.box)) for tid, d in zip(track_ids, detections)]
+        if self.settings.schedule:
+            ocr = [self.scheduler.decide(tid, ts, crop(frame, d.box)) for tid, d in zip(track_ids, detections)]
+        else:
+            ocr = ["every_frame"] * len(detections)
         return TrackUpdate(seq, ts, tuple(track_ids), tuple(ocr), tuple(appeared), tuple(gone))
 
     def finish(self) -> list[GoneTrack]:
