@@ -11,7 +11,7 @@ import pytest
 from conftest import shared_path
 from textwatch.config import OcrSettings
 from textwatch.errors import BackendUnavailable
-from textwatch.recognize import Recognizer, Word, classify, is_light_on_dark, preprocess
+from textwatch.recognize import Recognizer, Word, classify, glyph_height, is_light_on_dark, preprocess
 from textwatch.samples import SERIF, line_crop
 
 
@@ -50,6 +50,39 @@ def test_light_on_dark_is_inverted() -> None:
         assert rec.read(crop).text == "Platform 9"
     finally:
         rec.close()
+
+
+def framed_plate(text: str) -> np.ndarray:
+    """A plate as the detector cuts it: dark text on a light plate, the plate's dark frame around it,
+    the characters about a third of the crop's height."""
+    plate = line_crop(text, height=44)
+    plate = cv2.copyMakeBorder(plate, 4, 4, 8, 8, cv2.BORDER_CONSTANT, value=(235, 235, 235))
+    return cv2.copyMakeBorder(plate, 6, 6, 10, 10, cv2.BORDER_CONSTANT, value=(40, 40, 40))
+
+
+def test_a_dark_frame_around_dark_on_light_text_does_not_invert_it() -> None:
+    """Regression: inversion was judged on the crop's border, so a plate's dark frame turned its dark
+    characters light and Tesseract read nothing (openalpr plates: recall 0 with every plate detected)."""
+    crop = framed_plate("627 WKX")
+    image = preprocess(crop, OcrSettings())
+    inner = image[image.shape[0] // 2 - 5 : image.shape[0] // 2 + 5, image.shape[1] // 3 : 2 * image.shape[1] // 3]
+    assert np.median(inner) > 127, "the plate's light background must stay light"
+    rec = Recognizer(OcrSettings())
+    try:
+        assert rec.read(crop).text.replace(" ", "") == "627WKX"
+    finally:
+        rec.close()
+
+
+def test_text_height_is_measured_on_the_glyphs_not_the_box() -> None:
+    """The characters of a framed plate are a fraction of the crop's height; scaling by the box under-scaled them."""
+    crop = cv2.cvtColor(framed_plate("627 WKX"), cv2.COLOR_BGR2GRAY)
+    capitals = cv2.cvtColor(line_crop("627 WKX", height=44), cv2.COLOR_BGR2GRAY)
+    ink_rows = np.flatnonzero((capitals < 128).any(axis=1))
+    measured = glyph_height(crop)
+    assert measured is not None and abs(measured - (ink_rows[-1] - ink_rows[0] + 1)) <= 2
+    assert measured < 0.5 * crop.shape[0]
+    assert glyph_height(np.full((40, 200), 255, np.uint8)) is None
 
 
 def test_blank_crop_is_empty_not_failed(recognizer: Recognizer) -> None:

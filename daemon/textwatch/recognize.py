@@ -38,7 +38,9 @@ Status = Literal["text", "empty", "failed"]
 _SPACES = re.compile(r"\s+")
 _ALNUM = re.compile(r"[^\W_]", re.UNICODE)
 BLANK_STD = 3.0  # grey-level standard deviation below which a crop is blank
-BORDER = 12  # white margin around a crop: Tesseract reads poorly at the edge
+BORDER = 12  # margin (of the background's grey) around a crop: Tesseract reads poorly at the edge
+GLYPH_MIN_FRACTION = 0.25  # glyphs are at least this fraction of the crop's height ...
+GLYPH_MAX_FRACTION = 0.95  # ... and at most this
 TIMEOUT = "timeout"  # the error of a reading abandoned at ocr.timeout_ms
 
 
@@ -222,27 +224,61 @@ def make_engine(settings: OcrSettings) -> TesserocrEngine | PytesseractEngine:
 
 
 def preprocess(crop: np.ndarray, settings: OcrSettings, text_height: float | None = None) -> np.ndarray:
-    """Turn a BGR or gray crop into what Tesseract reads best: dark text on white, ~36 px high.
+    """Turn a BGR or gray crop into what Tesseract reads best: dark text on its own background, ~36 px high.
 
-    `text_height` is the estimated text height in crop pixels (default: the crop's
-    height, which over-estimates by the detector's padding).
+    Steps, each chosen by `textwatch eval` on shared/eval (docs/accuracy.md):
+      1. Scale so the text is `settings.text_height` px high. The height is
+         measured on the glyphs (`glyph_height`); where that fails, `text_height`
+         (the caller's estimate in crop pixels) or the crop's height is used. A
+         plate's characters fill half its box, a line crop's most of it: the
+         box height alone under-scales the first.
+      2. Invert when the dark class of an Otsu split is the majority: text is
+         the minority of a crop's pixels. (Judging by the crop's border failed
+         on plates, whose dark frame made dark-on-light text look inverted.)
+      3. Pad with the background's own grey (median of the background class):
+         white padding around a grey scene crop draws a frame that Tesseract
+         reads as ink, and replicating a dark border does the same.
     """
     gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if crop.ndim == 3 else crop
-    scale = np.clip(settings.text_height / max(1.0, text_height or gray.shape[0]), 0.25, 6.0)
+    height = glyph_height(gray) or text_height or gray.shape[0]
+    scale = np.clip(settings.text_height / max(1.0, height), 0.25, 6.0)
     if abs(scale - 1.0) > 0.05:
         interp = cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA
         gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=interp)
-    threshold, binary = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    _, binary = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     if settings.invert_light_on_dark and is_light_on_dark(binary):
         gray, binary = 255 - gray, 255 - binary
     image = binary if settings.binarize else gray
-    return cv2.copyMakeBorder(image, BORDER, BORDER, BORDER, BORDER, cv2.BORDER_REPLICATE)
+    background = image[binary > 127]
+    fill = int(np.median(background)) if background.size else 255
+    return cv2.copyMakeBorder(image, BORDER, BORDER, BORDER, BORDER, cv2.BORDER_CONSTANT, value=fill)
+
+
+def glyph_height(gray: np.ndarray) -> float | None:
+    """The text height in a crop, from its glyphs; None when fewer than two glyph-like shapes are found.
+
+    Connected components of the Otsu minority class (the ink) that do not touch
+    the crop's edge (frames, neighbouring lines), are between a quarter of the
+    crop's height and nearly all of it, and are not wider than two heights
+    (underlines, rules). The 75th percentile of their heights lands on capitals
+    and ascenders rather than on x-height letters or punctuation.
+    """
+    _, binary = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    ink = binary if binary.mean() < 127.5 else 255 - binary
+    count, _, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+    h, w = ink.shape
+    heights = [
+        bh
+        for x, y, bw, bh, _ in stats[1:count]
+        if GLYPH_MIN_FRACTION * h <= bh <= GLYPH_MAX_FRACTION * h and x > 0 and y > 0 and x + bw < w and y + bh < h
+        and bw < 2 * bh
+    ]
+    return float(np.percentile(heights, 75)) if len(heights) >= 2 else None
 
 
 def is_light_on_dark(binary: np.ndarray) -> bool:
-    """True when the background (the majority class after Otsu, judged on the border) is dark."""
-    border = np.concatenate([binary[0], binary[-1], binary[:, 0], binary[:, -1]])
-    return float(border.mean()) < 127.5
+    """True when the dark class of an Otsu-binarized crop is the majority, i.e. the background is dark."""
+    return float(binary.mean()) < 127.5
 
 
 def better(first: Reading, second: Reading) -> Reading:
