@@ -28,7 +28,8 @@ import zmq
 from textwatch import bus, wire
 from textwatch.config import BusSettings, Settings, load_settings
 from textwatch.errors import ConfigError
-from textwatch.publish import FrameAggregator
+from textwatch.publish import LOST_AFTER_TIMEOUTS, FrameAggregator
+from textwatch.wire import FrameNotice
 from textwatch.samples import line_crop
 from textwatch.subscribe import format_line
 
@@ -257,6 +258,34 @@ def test_aggregator_times_out_an_incomplete_frame_with_missing() -> None:
     [frame] = agg.expire(now=103.0)
     assert (frame.seq, frame.missing) == (8, [0])
     assert agg.counters.incomplete == 2 and len(agg) == 0
+    assert agg.counters.regions_missing == 3, "a lost crop must be counted, not only listed in its frame"
+
+
+def test_aggregator_publishes_a_frame_whose_every_crop_was_lost() -> None:
+    """Regression: a frame whose only crops died with a killed worker vanished without a count, because
+    the aggregator learnt of frames from their first result. Detect's FrameNotice announces them now."""
+    agg = FrameAggregator(timeout_s=2.0)
+    assert agg.expect(FrameNotice("cam", 5, 99.0, 2), now=100.0) == []
+    assert agg.next_deadline() == 100.0 + LOST_AFTER_TIMEOUTS * 2.0
+    assert agg.expire(now=100.0 + LOST_AFTER_TIMEOUTS * 2.0 - 0.1) == [], "a backlog in the pool is not a loss"
+    [frame] = agg.expire(now=100.0 + LOST_AFTER_TIMEOUTS * 2.0)
+    assert (frame.seq, frame.complete, frame.missing, frame.regions) == (5, False, [0, 1], [])
+    assert (agg.counters.lost, agg.counters.regions_missing, len(agg)) == (1, 2, 0)
+    agg.add(text_result(seq=5, region=0, regions=2), now=200.0)
+    assert agg.counters.late == 1
+
+
+def test_aggregator_frame_notice_and_results_in_either_order() -> None:
+    agg = FrameAggregator(timeout_s=2.0)
+    agg.expect(FrameNotice("cam", 7, 99.0, 1), now=100.0)
+    [frame] = agg.add(text_result(seq=7, region=0, regions=1), now=100.5)
+    assert frame.complete and agg.expect(FrameNotice("cam", 7, 99.0, 1), now=100.6) == []
+    agg.add(text_result(seq=8, region=0, regions=2), now=101.0)
+    agg.expect(FrameNotice("cam", 8, 99.0, 2), now=101.1)  # after its first region: the 2 s deadline stays
+    [frame] = agg.expire(now=103.0)
+    assert (frame.seq, frame.missing) == (8, [1])
+    assert (agg.counters.lost, agg.counters.incomplete, agg.counters.regions_missing) == (0, 1, 1)
+    assert agg.flush(now=104.0) == [] and agg.next_deadline() is None
 
 
 def test_aggregator_memory_is_bounded() -> None:
@@ -515,3 +544,12 @@ def test_subscribe_timeout_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     started = time.monotonic()
     assert run_subscribe(args) == 1
     assert time.monotonic() - started < 5 and "nothing received" in capsys.readouterr().err
+
+
+def test_frame_notice_parsing_is_strict() -> None:
+    notice = wire.frame_notice_from_dict({"camera": "cam", "seq": 3, "ts": 1.5, "regions": 2, "v": 1})
+    assert notice == FrameNotice("cam", 3, 1.5, 2)
+    for bad in ({"camera": "cam", "seq": 3, "ts": 1.5}, {"camera": "cam", "seq": 3, "ts": 1.5, "regions": 0},
+                {"camera": "cam", "seq": "3", "ts": 1.5, "regions": 1}):
+        with pytest.raises(wire.WireError):
+            wire.frame_notice_from_dict(bad)

@@ -121,6 +121,8 @@ def test_a_finished_file_stops_the_daemon_cleanly_with_all_text_published(tmp_pa
         sub.wait_for(text_is("SECOND LINE"), timeout=30)
         sub.wait_for(event_is("source_down"), timeout=30)
         assert daemon.process.wait(timeout=30) == 0
+    internal = {t for t, _ in sub.seen if t.startswith("_")}
+    assert not internal, f"internal notices (_track., _frame.) reached a subscriber of everything: {internal}"
 
 
 def test_a_remote_worker_joins_over_tcp_and_takes_work(tmp_path, clip) -> None:

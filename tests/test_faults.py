@@ -124,8 +124,8 @@ def test_ocr_worker_killed_repeatedly_is_restarted_and_lost_crops_are_accounted_
     Each kill is a hung worker's end: SIGSTOP, 0.5 s in which PUSH still deals it
     crops, then SIGKILL; so every kill certainly loses crops in flight (a bare SIGKILL
     of an idle worker between two 10 ms crops usually loses none). Frames here have
-    one region, so a lost crop loses its whole frame: the aggregator never hears of
-    it, and the loss shows only as detect's crops_sent minus the results read."""
+    one region, so a lost crop loses its whole frame; detect's frame notice makes the
+    publisher count it (regression: such frames vanished without a count)."""
     clip = write_line_clip(tmp_path / "long.mp4", [TEXT], frames_each=300)
     config = tracking_off(daemon_config(tmp_path, str(clip), workers=2, loop=False, realtime=True, max_fps=10.0))
     kills = repeats(10)
@@ -149,8 +149,11 @@ def test_ocr_worker_killed_repeatedly_is_restarted_and_lost_crops_are_accounted_
     texts = sum(topic.startswith("text.") for topic, _ in sub.seen)
     sent = max(b["crops_sent"] for t, b in sub.seen if t == "stats" and b.get("process") == "detect-0")
     lost = sent - texts
-    print(f"crops sent {sent}, results {texts}: {lost} lost in {kills} kills")
+    final = [b for t, b in sub.seen if t == "stats" and b.get("process") == "publisher"][-1]
+    print(f"crops sent {sent}, results {texts}: {lost} lost in {kills} kills; publisher: {final['frames_lost']} frames lost")
     assert kills <= lost <= kills * 40, f"crops sent {sent}, results {texts}: {lost} lost in {kills} kills"
+    # Each lost crop is a lost one-region frame; frames whose crop the full pool refused count too.
+    assert final["frames_lost"] >= lost and final["regions_missing"] >= lost, final
 
 
 def test_detect_process_sigkilled_is_restarted_and_text_resumes(tmp_path: Path, clip: Path) -> None:

@@ -153,9 +153,12 @@ class Exporter:
         self.messages_rejected = counter("messages_rejected", "Malformed messages dropped", "process")
         self.subscriptions = counter("subscriptions", "Subscribe/unsubscribe messages passed upstream", "process")
         self.frames_published = counter(
-            "frames_published", "frame.<camera> messages by outcome (complete, incomplete, evicted)", "process", "outcome"
+            "frames_published", "frame.<camera> messages by outcome (complete, incomplete, evicted, lost)", "process", "outcome"
         )
         self.regions_ignored = counter("regions_ignored", "Regions ignored by the aggregator, by reason", "process", "reason")
+        self.regions_missing = counter(
+            "regions_missing", "Regions of published frames never read (lost with a worker, or past the deadline)", "process"
+        )
         self.frames_pending = gauge("frames_pending", "Frames being collected by the aggregator", "process")
         # every process
         self.resident_memory = gauge("process_resident_memory_bytes", "Resident memory of the process", "process")
@@ -184,8 +187,10 @@ class Exporter:
                 ("frames", self.frames_published, ("complete",), 1.0),
                 ("frames_incomplete", self.frames_published, ("incomplete",), 1.0),
                 ("frames_evicted", self.frames_published, ("evicted",), 1.0),
+                ("frames_lost", self.frames_published, ("lost",), 1.0),
                 ("frames_duplicates", self.regions_ignored, ("duplicate",), 1.0),
                 ("frames_late", self.regions_ignored, ("late",), 1.0),
+                ("regions_missing", self.regions_missing, (), 1.0),
             ],
         }
         self._camera_counters = {

@@ -47,6 +47,8 @@ NAME = "publisher"
 AGGREGATED_TOPIC = b"\x01" + wire.TOPIC_TEXT.encode() + b"."  # our own subscription on the XSUB
 STATS_TOPIC = b"\x01" + wire.TOPIC_STATS.encode()  # ours too while metrics are enabled
 NOTICE_PREFIX = wire.TOPIC_TRACK_NOTICE.encode() + b"."  # internal: consumed here, never forwarded
+FRAME_NOTICE_PREFIX = wire.TOPIC_FRAME_NOTICE.encode() + b"."  # internal: consumed here, never forwarded
+LOST_AFTER_TIMEOUTS = 15  # a sent frame none of whose crops came back is lost after this many frame timeouts
 MAX_PENDING_FRAMES = 1024  # frames being collected; 5 fps x 2 s timeout x 100 cameras fits
 MAX_REGIONS = 10_000  # a text result claiming more regions per frame is rejected (memory bound)
 BATCH = 256  # messages forwarded per poll wake-up before looking at subscriptions and deadlines
@@ -63,6 +65,9 @@ class _Pending:
     results: dict[int, wire.TextResult] = field(default_factory=dict)
 
 
+UNPREFIXED = ("frames", "regions_missing")  # aggregator counters whose stats key is their own name
+
+
 @dataclass
 class AggregatorCounters:
     frames: int = 0  # frames published with every region read
@@ -70,6 +75,8 @@ class AggregatorCounters:
     evicted: int = 0  # frames published early (incomplete) because MAX_PENDING was reached
     duplicates: int = 0  # a region that arrived twice (the second is ignored)
     late: int = 0  # a region whose frame was already published (ignored)
+    lost: int = 0  # frames sent to the pool none of whose regions came back (published incomplete)
+    regions_missing: int = 0  # regions of published frames never read: lost with a worker, or past the deadline
 
 
 class FrameAggregator:
@@ -89,9 +96,28 @@ class FrameAggregator:
         self.counters = AggregatorCounters()
         self._pending: OrderedDict[tuple[str, int], _Pending] = OrderedDict()  # by first arrival
         self._done: OrderedDict[tuple[str, int], None] = OrderedDict()
+        # Frames detect announced (FrameNotice) of which no region arrived yet, by announcement.
+        # Their deadline is long (LOST_AFTER_TIMEOUTS): a backlog in the pool is not a loss.
+        self._expected: OrderedDict[tuple[str, int], _Pending] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._pending)
+
+    def expect(self, notice: wire.FrameNotice, now: float) -> list[wire.FrameResult]:
+        """Detect sent this frame's crops; returns the expected frame it evicts, if any (published as lost).
+
+        A notice may arrive after the frame's first region (they come from
+        different processes); then the frame is already pending and nothing changes.
+        """
+        key = (notice.camera, notice.seq)
+        if key in self._done or key in self._pending or key in self._expected:
+            return []
+        out = []
+        if len(self._expected) >= self.max_pending:
+            out.append(self._lose(next(iter(self._expected)), now))
+        deadline = now + LOST_AFTER_TIMEOUTS * self.timeout_s
+        self._expected[key] = _Pending(notice.camera, notice.seq, notice.ts, max(1, notice.regions), deadline)
+        return out
 
     def add(self, result: wire.TextResult, now: float) -> list[wire.FrameResult]:
         """Take one region; returns the frames this completes or evicts (usually none or one)."""
@@ -99,6 +125,7 @@ class FrameAggregator:
         if key in self._done:
             self.counters.late += 1
             return []
+        self._expected.pop(key, None)  # its first region arrived: the normal deadline applies
         out: list[wire.FrameResult] = []
         frame = self._pending.get(key)
         if frame is None:
@@ -125,18 +152,29 @@ class FrameAggregator:
                 break
             self.counters.incomplete += 1
             out.append(self._emit(key, now))
+        while self._expected and next(iter(self._expected.values())).deadline <= now:
+            out.append(self._lose(next(iter(self._expected)), now))
         return out
 
     def flush(self, now: float) -> list[wire.FrameResult]:
-        """Every pending frame, incomplete (on shutdown)."""
+        """Every pending frame, incomplete, and every expected one, lost (on shutdown)."""
         out = []
         while self._pending:
             self.counters.incomplete += 1
             out.append(self._emit(next(iter(self._pending)), now))
+        while self._expected:
+            out.append(self._lose(next(iter(self._expected)), now))
         return out
 
     def next_deadline(self) -> float | None:
-        return next(iter(self._pending.values())).deadline if self._pending else None
+        deadlines = [frames[next(iter(frames))].deadline for frames in (self._pending, self._expected) if frames]
+        return min(deadlines) if deadlines else None
+
+    def _lose(self, key: tuple[str, int], now: float) -> wire.FrameResult:
+        """An expected frame none of whose regions came back: published incomplete, every region missing."""
+        self._pending[key] = self._expected.pop(key)
+        self.counters.lost += 1
+        return self._emit(key, now)
 
     def _emit(self, key: tuple[str, int], now: float) -> wire.FrameResult:
         frame = self._pending.pop(key)
@@ -145,6 +183,7 @@ class FrameAggregator:
             self._done.popitem(last=False)
         indices = sorted(frame.results)
         missing = [i for i in range(frame.regions) if i not in frame.results]
+        self.counters.regions_missing += len(missing)
         return wire.FrameResult(
             camera=frame.camera,
             seq=frame.seq,
@@ -194,6 +233,7 @@ class Publisher:
             raise
         self.xsub.send(AGGREGATED_TOPIC)
         self.xsub.send(b"\x01" + NOTICE_PREFIX)
+        self.xsub.send(b"\x01" + FRAME_NOTICE_PREFIX)
         self.tracks = TrackBook(settings)
         self.exporter = self.start_exporter(settings) if settings.metrics.enabled else None
 
@@ -238,6 +278,9 @@ class Publisher:
             if frames[0].startswith(NOTICE_PREFIX):
                 self.take_notice(frames, now)
                 continue
+            if frames[0].startswith(FRAME_NOTICE_PREFIX):
+                self.take_frame_notice(frames, now)
+                continue
             valid, result = self.check(frames, now)
             if not valid:
                 continue
@@ -258,6 +301,18 @@ class Publisher:
             self.log.warning("message_rejected", reason=str(err))
             return
         self.publish_tracks(self.tracks.notice(notice, now))
+
+    def take_frame_notice(self, frames: list[bytes], now: float) -> None:
+        """Detect sent a frame's crops: the aggregator expects them, so their loss is counted."""
+        try:
+            _, payload = wire.decode_published(frames)
+            notice = wire.frame_notice_from_dict(payload)
+        except wire.WireError as err:
+            self.counters.rejected += 1
+            self.log.warning("message_rejected", reason=str(err))
+            return
+        for frame in self.aggregator.expect(notice, now):
+            self.publish(wire.TOPIC_FRAME, frame, frame.camera)
 
     def drain_notices(self, now: float) -> None:
         """At shutdown: take what producers sent last (detect's final gone notices) before closing tracks."""
@@ -310,7 +365,7 @@ class Publisher:
     def publish_stats(self, now: float) -> None:
         agg = self.aggregator
         stats = {"process": NAME, "role": "publisher", "ts": now, **asdict(self.counters)}
-        stats.update({f"frames_{k}" if k != "frames" else k: v for k, v in asdict(agg.counters).items()})
+        stats.update({k if k in UNPREFIXED else f"frames_{k}": v for k, v in asdict(agg.counters).items()})
         stats["frames_pending"] = len(agg)
         stats["tracks_live"] = len(self.tracks)
         stats.update(metrics.process_fields(self.started))
@@ -342,9 +397,9 @@ def run_publisher(settings: Settings, endpoints: bus.Endpoints, stop: threading.
         publisher.log.info("publisher_started", results=endpoints.result_binds, publish=endpoints.publish_binds)
         _loop(publisher, settings.pipeline.stats_interval_s, stop)
         now = time.time()
+        publisher.drain_notices(now)  # results and notices sent last, before frames are closed
         for frame in publisher.aggregator.flush(now):
             publisher.publish(wire.TOPIC_FRAME, frame, frame.camera)
-        publisher.drain_notices(now)
         publisher.publish_tracks(publisher.tracks.flush())
         publisher.publish_stats(now)
         publisher.log.info("publisher_stopped", **asdict(publisher.counters))

@@ -21,6 +21,10 @@ Internal (detect -> publisher only, never forwarded to subscribers):
     _track.<camera> TrackNotice: a track appeared or is gone, from the tracker;
                     the publisher turns it into track.<camera> with the text
                     consolidated from the track's reads.
+    _frame.<camera> FrameNotice: detect sent this frame's crops to the pool; the
+                    publisher expects their results, so a frame whose every
+                    crop was lost (a killed worker) is still counted and
+                    published as incomplete instead of vanishing.
 
 Every JSON object carries "v": 1. Parsing is strict: a frame that is not valid
 UTF-8 JSON of the right shape raises `WireError` (the receiver counts it as
@@ -41,6 +45,7 @@ MAX_CROP_PIXELS = 4096 * 4096  # refuse headers that would make us allocate absu
 TOPIC_TEXT, TOPIC_FRAME, TOPIC_EVENT, TOPIC_STATS = "text", "frame", "event", "stats"
 TOPIC_TRACK = "track"
 TOPIC_TRACK_NOTICE = "_track"  # internal: the publisher consumes it
+TOPIC_FRAME_NOTICE = "_frame"  # internal: the publisher consumes it
 
 
 class WireError(ValueError):
@@ -148,6 +153,27 @@ class TrackEvent:
     last_ts: float
     reason: str = ""
     v: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class FrameNotice:
+    """Internal (_frame.<camera>): detect sent `regions` crops of this frame to the pool."""
+
+    camera: str
+    seq: int
+    ts: float
+    regions: int
+    v: int = SCHEMA_VERSION
+
+
+def frame_notice_from_dict(raw: dict[str, Any]) -> FrameNotice:
+    try:
+        notice = FrameNotice(camera=_str(raw, "camera"), seq=_int(raw, "seq"), ts=_float(raw, "ts"), regions=_int(raw, "regions"))
+    except (KeyError, TypeError) as err:
+        raise WireError(f"frame notice field missing or mistyped: {err}") from None
+    if notice.regions < 1:
+        raise WireError(f"frame notice with {notice.regions} regions")
+    return notice
 
 
 def track_notice_from_dict(raw: dict[str, Any]) -> TrackNotice:

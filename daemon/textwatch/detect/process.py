@@ -33,9 +33,11 @@ from textwatch.log import get_logger
 from textwatch.wire import (
     TOPIC_EVENT,
     TOPIC_FRAME,
+    TOPIC_FRAME_NOTICE,
     TOPIC_STATS,
     TOPIC_TRACK_NOTICE,
     CropHeader,
+    FrameNotice,
     FrameResult,
     SourceEvent,
     encode_crop,
@@ -147,6 +149,8 @@ class DetectProcess:
             self._publish(encode_published(TOPIC_FRAME, empty, frame.camera))
         elif plan.reads:
             self.send_crops(frame, plan.reads)
+            notice = FrameNotice(camera=frame.camera, seq=frame.seq, ts=frame.ts, regions=len(plan.reads))
+            self._publish(encode_published(TOPIC_FRAME_NOTICE, notice, frame.camera))
 
     def send_crops(self, frame: Frame, reads: list[tuple[Detection, int | None]]) -> None:
         """Each region to read as a crop message; one the pool cannot take now is dropped and counted."""
