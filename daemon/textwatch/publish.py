@@ -32,7 +32,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
 
 import structlog
 import zmq
@@ -42,6 +44,8 @@ from textwatch.config import Settings
 from textwatch.errors import ExitCode, TextwatchError
 from textwatch.log import get_logger
 from textwatch.trackbook import TrackBook
+
+N = TypeVar("N")  # an internal notice type
 
 NAME = "publisher"
 AGGREGATED_TOPIC = b"\x01" + wire.TOPIC_TEXT.encode() + b"."  # our own subscription on the XSUB
@@ -293,26 +297,26 @@ class Publisher:
 
     def take_notice(self, frames: list[bytes], now: float) -> None:
         """A tracker notice from detect: into the TrackBook, never to subscribers."""
-        try:
-            _, payload = wire.decode_published(frames)
-            notice = wire.track_notice_from_dict(payload)
-        except wire.WireError as err:
-            self.counters.rejected += 1
-            self.log.warning("message_rejected", reason=str(err))
-            return
-        self.publish_tracks(self.tracks.notice(notice, now))
+        notice = self.parse_internal(frames, wire.track_notice_from_dict)
+        if notice is not None:
+            self.publish_tracks(self.tracks.notice(notice, now))
 
     def take_frame_notice(self, frames: list[bytes], now: float) -> None:
         """Detect sent a frame's crops: the aggregator expects them, so their loss is counted."""
+        notice = self.parse_internal(frames, wire.frame_notice_from_dict)
+        if notice is not None:
+            for frame in self.aggregator.expect(notice, now):
+                self.publish(wire.TOPIC_FRAME, frame, frame.camera)
+
+    def parse_internal(self, frames: list[bytes], parse: Callable[[dict[str, Any]], N]) -> N | None:
+        """An internal notice, or None for a malformed one (counted as rejected and logged)."""
         try:
             _, payload = wire.decode_published(frames)
-            notice = wire.frame_notice_from_dict(payload)
+            return parse(payload)
         except wire.WireError as err:
             self.counters.rejected += 1
             self.log.warning("message_rejected", reason=str(err))
-            return
-        for frame in self.aggregator.expect(notice, now):
-            self.publish(wire.TOPIC_FRAME, frame, frame.camera)
+            return None
 
     def drain_notices(self, now: float) -> None:
         """At shutdown: take what producers sent last (detect's final gone notices) before closing tracks."""
