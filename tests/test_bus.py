@@ -265,7 +265,7 @@ def test_aggregator_publishes_a_frame_whose_every_crop_was_lost() -> None:
     """Regression: a frame whose only crops died with a killed worker vanished without a count, because
     the aggregator learnt of frames from their first result. Detect's FrameNotice announces them now."""
     agg = FrameAggregator(timeout_s=2.0)
-    assert agg.expect(FrameNotice("cam", 5, 99.0, 2), now=100.0) == []
+    assert agg.expect(FrameNotice("cam", 5, 99.0, 2, 2), now=100.0) == []
     assert agg.next_deadline() == 100.0 + LOST_AFTER_TIMEOUTS * 2.0
     assert agg.expire(now=100.0 + LOST_AFTER_TIMEOUTS * 2.0 - 0.1) == [], "a backlog in the pool is not a loss"
     [frame] = agg.expire(now=100.0 + LOST_AFTER_TIMEOUTS * 2.0)
@@ -277,15 +277,24 @@ def test_aggregator_publishes_a_frame_whose_every_crop_was_lost() -> None:
 
 def test_aggregator_frame_notice_and_results_in_either_order() -> None:
     agg = FrameAggregator(timeout_s=2.0)
-    agg.expect(FrameNotice("cam", 7, 99.0, 1), now=100.0)
+    agg.expect(FrameNotice("cam", 7, 99.0, 1, 1), now=100.0)
     [frame] = agg.add(text_result(seq=7, region=0, regions=1), now=100.5)
-    assert frame.complete and agg.expect(FrameNotice("cam", 7, 99.0, 1), now=100.6) == []
+    assert frame.complete and agg.expect(FrameNotice("cam", 7, 99.0, 1, 1), now=100.6) == []
     agg.add(text_result(seq=8, region=0, regions=2), now=101.0)
-    agg.expect(FrameNotice("cam", 8, 99.0, 2), now=101.1)  # after its first region: the 2 s deadline stays
+    agg.expect(FrameNotice("cam", 8, 99.0, 2, 2), now=101.1)  # after its first region: the 2 s deadline stays
     [frame] = agg.expire(now=103.0)
     assert (frame.seq, frame.missing) == (8, [1])
     assert (agg.counters.lost, agg.counters.incomplete, agg.counters.regions_missing) == (0, 1, 1)
     assert agg.flush(now=104.0) == [] and agg.next_deadline() is None
+
+
+def test_aggregator_loses_at_once_a_frame_the_full_pool_refused() -> None:
+    """Regression: frames whose every crop was dropped at a full pool waited the 30 s lost deadline,
+    and their 30 s latency swamped the bench's p95."""
+    agg = FrameAggregator(timeout_s=2.0)
+    [frame] = agg.expect(FrameNotice("cam", 9, 99.5, 3, 0), now=100.0)
+    assert (frame.seq, frame.complete, frame.missing, frame.latency_ms) == (9, False, [0, 1, 2], 500.0)
+    assert (agg.counters.lost, agg.counters.regions_missing, agg.next_deadline()) == (1, 3, None)
 
 
 def test_aggregator_memory_is_bounded() -> None:
@@ -547,9 +556,10 @@ def test_subscribe_timeout_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_frame_notice_parsing_is_strict() -> None:
-    notice = wire.frame_notice_from_dict({"camera": "cam", "seq": 3, "ts": 1.5, "regions": 2, "v": 1})
-    assert notice == FrameNotice("cam", 3, 1.5, 2)
-    for bad in ({"camera": "cam", "seq": 3, "ts": 1.5}, {"camera": "cam", "seq": 3, "ts": 1.5, "regions": 0},
-                {"camera": "cam", "seq": "3", "ts": 1.5, "regions": 1}):
+    notice = wire.frame_notice_from_dict({"camera": "cam", "seq": 3, "ts": 1.5, "regions": 2, "sent": 1, "v": 1})
+    assert notice == FrameNotice("cam", 3, 1.5, 2, 1)
+    for bad in ({"camera": "cam", "seq": 3, "ts": 1.5, "regions": 1}, {"camera": "cam", "seq": 3, "ts": 1.5, "regions": 0, "sent": 0},
+                {"camera": "cam", "seq": 3, "ts": 1.5, "regions": 1, "sent": 2},
+                {"camera": "cam", "seq": "3", "ts": 1.5, "regions": 1, "sent": 1}):
         with pytest.raises(wire.WireError):
             wire.frame_notice_from_dict(bad)

@@ -108,10 +108,12 @@ class FrameAggregator:
         return len(self._pending)
 
     def expect(self, notice: wire.FrameNotice, now: float) -> list[wire.FrameResult]:
-        """Detect sent this frame's crops; returns the expected frame it evicts, if any (published as lost).
+        """Detect sent this frame's crops; returns the frames this loses (usually none).
 
         A notice may arrive after the frame's first region (they come from
-        different processes); then the frame is already pending and nothing changes.
+        different processes); then the frame is already pending and nothing
+        changes. A frame of which the pool took no crop at all is lost at once;
+        the oldest expected frame is lost when max_pending are expected.
         """
         key = (notice.camera, notice.seq)
         if key in self._done or key in self._pending or key in self._expected:
@@ -121,6 +123,8 @@ class FrameAggregator:
             out.append(self._lose(next(iter(self._expected)), now))
         deadline = now + LOST_AFTER_TIMEOUTS * self.timeout_s
         self._expected[key] = _Pending(notice.camera, notice.seq, notice.ts, max(1, notice.regions), deadline)
+        if notice.sent == 0:
+            out.append(self._lose(key, now))
         return out
 
     def add(self, result: wire.TextResult, now: float) -> list[wire.FrameResult]:

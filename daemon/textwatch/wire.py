@@ -157,22 +157,26 @@ class TrackEvent:
 
 @dataclass(frozen=True)
 class FrameNotice:
-    """Internal (_frame.<camera>): detect sent `regions` crops of this frame to the pool."""
+    """Internal (_frame.<camera>): detect planned `regions` crops of this frame and handed `sent` to the pool."""
 
     camera: str
     seq: int
     ts: float
     regions: int
+    sent: int  # the rest the full pool refused (detect's crops_dropped.queue_full)
     v: int = SCHEMA_VERSION
 
 
 def frame_notice_from_dict(raw: dict[str, Any]) -> FrameNotice:
     try:
-        notice = FrameNotice(camera=_str(raw, "camera"), seq=_int(raw, "seq"), ts=_float(raw, "ts"), regions=_int(raw, "regions"))
+        notice = FrameNotice(
+            camera=_str(raw, "camera"), seq=_int(raw, "seq"), ts=_float(raw, "ts"),
+            regions=_int(raw, "regions"), sent=_int(raw, "sent"),
+        )
     except (KeyError, TypeError) as err:
         raise WireError(f"frame notice field missing or mistyped: {err}") from None
-    if notice.regions < 1:
-        raise WireError(f"frame notice with {notice.regions} regions")
+    if not 0 <= notice.sent <= notice.regions or notice.regions < 1:
+        raise WireError(f"frame notice with {notice.sent} of {notice.regions} regions sent")
     return notice
 
 

@@ -148,13 +148,16 @@ class DetectProcess:
             empty = FrameResult(camera=frame.camera, seq=frame.seq, ts=frame.ts, regions=[])
             self._publish(encode_published(TOPIC_FRAME, empty, frame.camera))
         elif plan.reads:
-            self.send_crops(frame, plan.reads)
-            notice = FrameNotice(camera=frame.camera, seq=frame.seq, ts=frame.ts, regions=len(plan.reads))
+            sent = self.send_crops(frame, plan.reads)
+            notice = FrameNotice(camera=frame.camera, seq=frame.seq, ts=frame.ts, regions=len(plan.reads), sent=sent)
             self._publish(encode_published(TOPIC_FRAME_NOTICE, notice, frame.camera))
 
-    def send_crops(self, frame: Frame, reads: list[tuple[Detection, int | None]]) -> None:
-        """Each region to read as a crop message; one the pool cannot take now is dropped and counted."""
+    def send_crops(self, frame: Frame, reads: list[tuple[Detection, int | None]]) -> int:
+        """Each region to read as a crop message; one the pool cannot take now is dropped and counted.
+
+        Returns how many the pool took."""
         pad = self.settings.detector.padding
+        sent = 0
         for index, (detection, track) in enumerate(reads):
             x1, y1, x2, y2 = detection.box
             pixels = frame.image[y1:y2, x1:x2]
@@ -172,11 +175,13 @@ class DetectProcess:
             )
             try:
                 self.push.send_multipart(encode_crop(header, pixels), zmq.NOBLOCK, copy=False)
+                sent += 1
                 self.stats.crops_sent += 1
                 self.stats.crops_sent_by_camera[frame.camera] += 1
             except zmq.Again:
                 self.stats.crops_dropped["queue_full"] += 1
                 self.planner.unsent(frame.camera, track)
+        return sent
 
     def queue_event(self, event: SourceEvent) -> None:
         """Called from reader threads: never blocks; a full queue drops the event (counted)."""
