@@ -199,6 +199,10 @@ def test_status_summary_quantiles_and_exit_codes() -> None:
     assert summary.dropped == {"queue_full": 3}
     text = status.render(summary, "http://x/metrics", {"door", "gate"})
     assert "door" in text and "not reported" in text and "p95" in text
+    assert "regions never read: 0 (0 frames lost)" in text
+    exp.observe_stats({"process": "publisher", "role": "publisher", "frames_lost": 2, "regions_missing": 5}, T0 + 2)
+    summary = status.summarize(status.parse(generate_latest(exp.registry).decode()))
+    assert (summary.regions_missing, summary.frames_lost) == (5, 2)
 
 
 def test_quantile_matches_prometheus_interpolation() -> None:

@@ -44,6 +44,8 @@ class Summary:
     dropped: dict[str, float] = field(default_factory=dict)  # reason -> count
     latency: dict[float, float | None] = field(default_factory=dict)  # quantile -> seconds
     results: float = 0.0
+    regions_missing: float = 0.0  # regions of published frames never read
+    frames_lost: float = 0.0  # frames none of whose regions was read
 
     def down(self, expected: set[str]) -> list[str]:
         """Cameras not up: reported down, or expected and never reported."""
@@ -126,6 +128,10 @@ def summarize(samples: Samples) -> Summary:
     for labels, value in samples.get("crops_dropped_total", []):
         reason = labels.get("reason", "?")
         summary.dropped[reason] = summary.dropped.get(reason, 0.0) + value
+    summary.regions_missing = sum(value for _, value in samples.get("regions_missing_total", []))
+    summary.frames_lost = sum(
+        value for labels, value in samples.get("frames_published_total", []) if labels.get("outcome") == "lost"
+    )
     merged: dict[float, float] = defaultdict(float)  # every camera's histogram together
     for labels, value in samples.get("ocr_latency_seconds_bucket", []):
         merged[float(labels["le"])] += value
@@ -161,6 +167,7 @@ def render(summary: Summary, url: str, expected: set[str]) -> str:
         lines.append(f"ocr latency: p50 {p50 * 1000:.0f} ms  p95 {p95 * 1000:.0f} ms  ({int(summary.results)} results)")
     dropped = "  ".join(f"{reason} {int(n)}" for reason, n in sorted(summary.dropped.items())) or "none"
     lines.append(f"crops dropped: {dropped}")
+    lines.append(f"regions never read: {int(summary.regions_missing)} ({int(summary.frames_lost)} frames lost)")
     return "\n".join(lines)
 
 
