@@ -259,20 +259,27 @@ def _collect(sub: object, seconds: float, warmup: float, decode: object) -> list
     return messages
 
 
+def _detect_span(messages: list[tuple[float, str, dict]]) -> tuple[tuple[float, dict], tuple[float, dict]] | None:
+    """The first and last detect stats of the window, with their times; None with fewer than two."""
+    detect = [(t, b) for t, topic, b in messages if topic == "stats" and b.get("role") == "detect"]
+    return (detect[0], detect[-1]) if len(detect) >= 2 else None
+
+
 def _detect_rate(messages: list[tuple[float, str, dict]]) -> float:
     """Frames through the detector per second, from the first and last detect stats in the window."""
-    detect = [(t, b["frames"]) for t, topic, b in messages if topic == "stats" and b.get("role") == "detect"]
-    if len(detect) < 2 or detect[-1][0] <= detect[0][0]:
+    span = _detect_span(messages)
+    if span is None or span[1][0] <= span[0][0]:
         return float("nan")
-    return round((detect[-1][1] - detect[0][1]) / (detect[-1][0] - detect[0][0]), 2)
+    (t0, first), (t1, last) = span
+    return round((last["frames"] - first["frames"]) / (t1 - t0), 2)
 
 
 def _calls_per_frame(messages: list[tuple[float, str, dict]]) -> float:
     """Crops read per frame through the detector, from the first and last detect stats in the window."""
-    detect = [b for _, topic, b in messages if topic == "stats" and b.get("role") == "detect"]
-    if len(detect) < 2 or detect[-1]["frames"] <= detect[0]["frames"]:
+    span = _detect_span(messages)
+    if span is None or span[1][1]["frames"] <= span[0][1]["frames"]:
         return float("nan")
-    first, last = detect[0], detect[-1]
+    (_, first), (_, last) = span
     return round((last["crops_sent"] - first["crops_sent"]) / (last["frames"] - first["frames"]), 2)
 
 

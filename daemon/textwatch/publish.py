@@ -122,7 +122,7 @@ class FrameAggregator:
         if len(self._expected) >= self.max_pending:
             out.append(self._lose(next(iter(self._expected)), now))
         deadline = now + LOST_AFTER_TIMEOUTS * self.timeout_s
-        self._expected[key] = _Pending(notice.camera, notice.seq, notice.ts, max(1, notice.regions), deadline)
+        self._expected[key] = _Pending(notice.camera, notice.seq, notice.ts, notice.regions, deadline)
         if notice.sent == 0:
             out.append(self._lose(key, now))
         return out

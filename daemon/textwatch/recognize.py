@@ -264,7 +264,7 @@ def glyph_height(gray: np.ndarray) -> float | None:
     and ascenders rather than on x-height letters or punctuation.
     """
     _, binary = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    ink = binary if binary.mean() < 127.5 else 255 - binary
+    ink = binary if is_light_on_dark(binary) else 255 - binary  # ink white, for the components
     count, _, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
     h, w = ink.shape
     heights = [
