@@ -1,14 +1,16 @@
-"""`textwatch bench pipeline`'s comparison of the scheduling modes, on recorded message lists.
+"""What `textwatch bench` computes from its measurements: the OCR engines' split by crop length,
+and `bench pipeline`'s comparison of the scheduling modes on recorded message lists.
 
-The daemon runs themselves are benchmarks (printed, recorded in docs/benchmarks.md),
-not tests; what is tested here is that the comparison reads the right messages.
+The timings themselves are benchmarks (printed, recorded in docs/benchmarks.md),
+not tests; what is tested here is that the reports add up and read the right messages.
 """
 
 from __future__ import annotations
 
 import math
 
-from textwatch.bench import compare_runs, tracked_texts
+from textwatch.bench import bench_ocr, by_length, compare_runs, engine_ratio, tracked_texts
+from textwatch.config import OcrSettings
 
 
 def event(track: int, kind: str, text: str, t: float = 0.0) -> tuple[float, str, dict]:
@@ -39,3 +41,23 @@ def test_compare_runs_reports_the_per_frame_ratio_and_text_differences() -> None
     assert result["same_consolidated_text"] is False
     assert result["only_without_scheduling"] == ["C"] and result["only_with_scheduling"] == []
     assert compare_runs(on, on)["same_consolidated_text"] is True
+
+
+def test_by_length_splits_the_ratio_by_characters_per_crop() -> None:
+    texts = ["exit", "north 12", "camera street", "invoice total 14164"]
+    fast = [0.002, 0.004, 0.006, 0.010]
+    slow = [0.100, 0.100, 0.106, 0.110]
+    rows = by_length(texts, fast, slow)
+    assert [row["chars"] for row in rows] == ["1-8", "9-16", "17+"]
+    assert [row["crops"] for row in rows] == [2, 1, 1]
+    assert rows[0]["tesserocr_ms_per_crop"] == 3.0 and rows[0]["ratio"] == 33.3
+    assert rows[2]["ratio"] == 11.0
+    assert engine_ratio(fast, slow) == round(0.416 / 0.022, 1)
+
+
+def test_bench_ocr_reads_every_crop_with_both_engines_and_reports_the_start_up_cost() -> None:
+    """A short real run (real Tesseract, both engines): the report's parts add up; no timing is asserted."""
+    result = bench_ocr(OcrSettings(), crops=6, rounds=1)
+    assert result["tesserocr_exact"] == result["pytesseract_exact"] == 6
+    assert sum(row["crops"] for row in result["by_length"]) == 6
+    assert result["pytesseract_startup_ms"] > 0 and result["ratio"] > 0
