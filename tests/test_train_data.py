@@ -11,7 +11,7 @@ from textwatch.errors import ConfigError
 from textwatch.train.anchors import collect_box_sizes, kmeans_anchors
 from textwatch.train.augment import AugmentSettings, LabelError, augment, clip_and_filter, finalize_boxes
 from textwatch.train.data import MixSource, SceneSource, build_source, main as data_main
-from textwatch.train.realdata import ICDAR, SROIE, RealSettings, group_words, load_set, shared_train_root
+from textwatch.train.realdata import ICDAR, SROIE, RealSettings, group_words, load_set, shared_train_root, split_holdout
 from textwatch.train.synth import Canvas, FontBank, SceneContext, discover_fonts, load_font, scene_negative
 
 W = H = 416
@@ -197,3 +197,11 @@ def test_real_sets_load_and_sample() -> None:
             _check(smp)
         assert sum(len(smp.boxes) for smp in samples) > 15
 
+
+
+def test_split_holdout_keeps_every_nth_image_out_of_training() -> None:
+    images = list(range(25))
+    kept, held = split_holdout(images, 10)  # type: ignore[arg-type]
+    assert held == [9, 19] and sorted(kept + held) == images and not set(kept) & set(held)
+    assert split_holdout(images, 0) == (images, [])  # type: ignore[arg-type]
+    assert split_holdout(images, 10) == (kept, held)  # a fixed rule: every run and resume agree

@@ -192,3 +192,51 @@ def test_cli_run_with_the_real_data_source(tmp_path: Path) -> None:
     args = parser.parse_args(["--recipe", str(recipe), "--out", str(out), "--steps", "1", "--workers", "0", "--device", "cpu"])
     assert trainer.run(args) == 0
     check_weights(parse_cfg(out / "textwatch-tiny.cfg"), out / "textwatch-tiny.weights")
+
+
+def write_real_set(root: Path, name: str, count: int) -> None:
+    """A tiny real set in shared/train's manifest format: dark bars labelled as text lines."""
+    folder = root / name
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(len(name))
+    with (folder / "manifest.jsonl").open("w", encoding="utf-8") as manifest:
+        for index in range(count):
+            sample = RectangleSource(320, 240).sample(rng)
+            cv2.imwrite(str(folder / f"img_{index}.png"), sample.image)
+            lines = [{"text": "bar", "box": [int(x0 * 320), int(y0 * 240), int(x1 * 320) - 1, int(y1 * 240) - 1]}
+                     for x0, y0, x1, y1 in sample.boxes]
+            manifest.write(json.dumps({"image": f"img_{index}.png", "width": 320, "height": 240, "lines": lines}) + "\n")
+
+
+def test_real_validation_scores_held_out_images_and_keeps_the_best_weights(tmp_path: Path) -> None:
+    """The real validation (session 3): synthetic validation did not predict the real eval sets, so a run
+    also scores crops of real images it never trained on and writes the best of them to best.weights."""
+    root = tmp_path / "shared-train"
+    write_real_set(root, "icdar2015_train", 4)
+    write_real_set(root, "sroie_receipts", 4)
+    recipe_path = write_recipe(tmp_path, small_cfg(tmp_path), cache=0)
+    text = recipe_path.read_text(encoding="utf-8")
+    text = text.replace("samples = 4\n", "samples = 4\nreal_samples = 6\n")
+    text += "\n[data.weights]\nsign = 1.0\nicdar = 0.5\nsroie = 0.5\n\n[data.real]\nholdout_every = 2\n"
+    recipe_path.write_text(text, encoding="utf-8")
+    recipe = trainer.load_recipe(recipe_path)
+
+    held = trainer.real_held_out(recipe, SIZE, root)
+    assert sum(len(batch.images) for batch in held) == 6
+    out = tmp_path / "run"
+    metrics = trainer.train(recipe, trainer.Options(out=out, device="cpu", steps=2, workers=0), rect_factory, REPO,
+                            real_root=root)
+
+    assert [step for step, _ in metrics["history"]["real_recall"]] == [2]
+    best = json.loads((out / "best.json").read_text(encoding="utf-8"))
+    assert best["step"] == 2 and metrics["best_real_val"] == best
+    check_weights(parse_cfg(out / "textwatch-tiny.cfg"), out / "best.weights")
+    assert trainer.real_held_out(recipe, SIZE, None) == []  # no shared/train: off, not an error
+
+
+def test_outside_drops_detections_in_do_not_care_regions() -> None:
+    found = torch.tensor([[0.0, 0.0, 0.2, 0.1], [0.5, 0.5, 0.9, 0.6], [0.1, 0.8, 0.3, 0.9]])
+    ignore = torch.tensor([[0.0, 0.0, 0.15, 0.1], [0.0, 0.7, 1.0, 1.0]])
+    kept = trainer.outside(found, ignore)
+    assert torch.equal(kept, found[1:2])  # 75% of the first lies in an ignore box, the third wholly
+    assert trainer.outside(found, torch.zeros(0, 4)).shape == (3, 4)

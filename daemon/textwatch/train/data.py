@@ -33,7 +33,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from textwatch.detect.geometry import letterbox
 from textwatch.errors import ConfigError, InputMissing
 from textwatch.train.augment import AugmentSettings, augment, clip_and_filter, finalize_boxes
-from textwatch.train.realdata import ICDAR, SROIE, RealCrops, RealSettings, TextFreeCrops, load_set, shared_train_root
+from textwatch.train.realdata import (
+    ICDAR,
+    SROIE,
+    RealCrops,
+    RealSettings,
+    TextFreeCrops,
+    load_set,
+    shared_train_root,
+    split_holdout,
+)
 from textwatch.train.synth import SCENES, FontBank, SceneContext, discover_fonts
 
 log = logging.getLogger(__name__)
@@ -157,7 +166,7 @@ class MixSource:
 
 
 def _real_sets(root: Path | None, recipe: DataRecipe) -> dict[str, list]:
-    """Load the real sets that have a weight (or serve as photo backgrounds)."""
+    """Load the real sets that have a weight (or serve as photo backgrounds), without their held-out images."""
     wanted = {k for k, v in REAL_KINDS.items() if getattr(recipe.weights, k) > 0}
     if recipe.photo_backgrounds:
         wanted.add("icdar")
@@ -165,7 +174,8 @@ def _real_sets(root: Path | None, recipe: DataRecipe) -> dict[str, list]:
         return {}
     if not root.is_dir():
         raise InputMissing(f"training data root {root} does not exist")
-    return {k: load_set(root, REAL_KINDS[k], recipe.real) for k in sorted(wanted)}
+    every = recipe.real.holdout_every
+    return {k: split_holdout(load_set(root, REAL_KINDS[k], recipe.real), every)[0] for k in sorted(wanted)}
 
 
 def build_source(recipe: dict, width: int, height: int, root: Path | None) -> SampleSource:
@@ -192,6 +202,27 @@ def build_source(recipe: dict, width: int, height: int, root: Path | None) -> Sa
         else:
             sources[kind] = SceneSource(kind, ctx, r.augment)
     return MixSource(sources, weights)
+
+
+def held_out_source(recipe: dict, width: int, height: int, root: Path | None) -> SampleSource | None:
+    """Crops of the real images kept out of training ([data.real] holdout_every), without augmentation.
+
+    The real validation: synthetic validation did not predict the real eval
+    sets (backup/README.md), so checkpoints are also judged on real images the
+    run never saw. Each weighted real set counts equally, so receipts weigh as
+    much as scenes. None when nothing is held out or shared/train is absent.
+    """
+    r = parse_recipe(recipe)
+    if root is None or r.real.holdout_every <= 0:
+        return None
+    plain = r.augment.model_copy(update={k: 0.0 for k in AugmentSettings.model_fields if k.endswith("_p")})
+    sources: dict[str, SampleSource] = {}
+    for kind, name in REAL_KINDS.items():
+        if getattr(r.weights, kind) > 0:
+            held = split_holdout(load_set(root, name, r.real), r.real.holdout_every)[1]
+            if held:
+                sources[kind] = RealSource(RealCrops(held, r.real), width, height, plain)
+    return MixSource(sources, {kind: 1.0 for kind in sources}) if sources else None
 
 
 # ---------------------------------------------------------------- preview

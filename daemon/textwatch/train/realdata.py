@@ -61,6 +61,10 @@ class RealSettings(BaseModel):
     line_height_ratio: float = Field(0.5, gt=0, le=1, description="word grouping: min/max word height")
     line_overlap: float = Field(0.6, gt=0, le=1, description="word grouping: vertical overlap / smaller height")
     line_gap: float = Field(1.0, ge=0, le=5, description="word grouping: largest gap / mean height")
+    holdout_every: int = Field(
+        0, ge=0, le=1000,
+        description="every Nth image of each real set (manifest order) is kept out of training for the real validation; 0 = none",
+    )
 
 
 @dataclass(frozen=True)
@@ -179,6 +183,19 @@ def load_set(root: Path, name: str, s: RealSettings) -> list[RealImage]:
     if not records:
         raise InputError(f"{manifest} lists no images")
     return records
+
+
+def split_holdout(images: list[RealImage], every: int) -> tuple[list[RealImage], list[RealImage]]:
+    """(training, held out): every `every`-th image in manifest order is held out; 0 holds out nothing.
+
+    A fixed rule, not a random draw, so every run and every resume holds out
+    the same images, and the trainer's real validation can rebuild the list.
+    """
+    if every <= 0:
+        return images, []
+    held = [image for i, image in enumerate(images) if i % every == every - 1]
+    kept = [image for i, image in enumerate(images) if i % every != every - 1]
+    return kept, held
 
 
 def decode(path: Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:

@@ -37,6 +37,7 @@ from textwatch.train.loss import LossWeights, Targets, box_iou, cxcywh_to_xyxy, 
 from textwatch.train.model import DarknetNet, build_net, decode, load_darknet_weights, save_darknet_weights
 
 CHECKPOINT = "checkpoint.pt"
+BEST = "best"  # OUT/best.weights + OUT/best.json: the EMA weights of the best real-validation F1
 CACHE = "cache.npy"  # images; labels beside it in cache.labels.npz
 
 
@@ -95,6 +96,10 @@ class ValSection(_Strict):
     conf_thresh: float = Field(0.25, gt=0, lt=1, description="score (objectness * class) to keep a box")
     nms_thresh: float = Field(0.45, gt=0, le=1)
     match_iou: float = Field(0.5, gt=0, le=1, description="IoU for a detection to count as a hit")
+    real_samples: int = Field(
+        0, ge=0, le=10000,
+        description="fixed crops of the held-out real images ([data.real] holdout_every) for the real validation; 0 = none",
+    )
 
 
 class Recipe(_Strict):
@@ -355,6 +360,8 @@ class History:
     val_loss: list[tuple[int, float]] = field(default_factory=list)
     precision: list[tuple[int, float]] = field(default_factory=list)
     recall: list[tuple[int, float]] = field(default_factory=list)
+    real_precision: list[tuple[int, float]] = field(default_factory=list)
+    real_recall: list[tuple[int, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -457,8 +464,14 @@ def to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images.to(device, non_blocking=True).float().div_(255.0)
 
 
-def validate(net: DarknetNet, batches: list[Batch], recipe: Recipe, device: torch.device) -> ValResult:
-    """Loss and precision/recall at IoU `match_iou` of `net` over the fixed held-out set."""
+def validate(net: DarknetNet, batches: list[Batch], recipe: Recipe, device: torch.device, drop_ignored: bool = False) -> ValResult:
+    """Loss and precision/recall at IoU `match_iou` of `net` over a fixed held-out set.
+
+    `drop_ignored` leaves detections that lie mostly in do-not-care regions out
+    of the count (the real sets' rule: ICDAR's `###` words are neither right nor
+    wrong). The synthetic validation keeps the older count, so its curve stays
+    comparable with earlier runs.
+    """
     net.eval()
     weights = _loss_weights(recipe)
     losses, hits, dets, truths = [], 0, 0, 0
@@ -472,6 +485,8 @@ def validate(net: DarknetNet, batches: list[Batch], recipe: Recipe, device: torc
             rows = torch.cat(decode(net, raw, thresh=0.0, size=(x.shape[3], x.shape[2])), dim=1).cpu()
             for i in range(len(x)):
                 found = detections(rows[i], recipe.val.conf_thresh, recipe.val.nms_thresh)
+                if drop_ignored:
+                    found = outside(found, batch.targets.ignore[i][batch.targets.ignore_valid[i]])
                 truth = batch.targets.boxes[i][batch.targets.valid[i]]
                 hits += count_hits(found, truth, recipe.val.match_iou)
                 dets, truths = dets + len(found), truths + len(truth)
@@ -494,6 +509,21 @@ def detections(rows: torch.Tensor, conf: float, nms: float) -> torch.Tensor:
     xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1).numpy().tolist()
     idx = cv2.dnn.NMSBoxes(xywh, scores.numpy().tolist(), conf, nms)
     return boxes[torch.as_tensor(np.asarray(idx, dtype=np.int64).reshape(-1))]
+
+
+def outside(found: torch.Tensor, ignore: torch.Tensor, share: float = 0.5) -> torch.Tensor:
+    """The detections less than `share` of whose area lies inside any one do-not-care box."""
+    if not len(found) or not len(ignore):
+        return found
+    lo = torch.maximum(found[:, None, :2], ignore[None, :, :2])
+    hi = torch.minimum(found[:, None, 2:], ignore[None, :, 2:])
+    inter = (hi - lo).clamp(min=0).prod(-1)
+    area = (found[:, 2:] - found[:, :2]).clamp(min=1e-9).prod(-1)
+    return found[(inter / area[:, None]).max(1).values < share]
+
+
+def f1(precision: float, recall: float) -> float:
+    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
 
 
 def count_hits(found: torch.Tensor, truth: torch.Tensor, match_iou: float) -> int:
@@ -520,10 +550,13 @@ def draw_curves(history: History, path: Path) -> None:
     canvas = np.full((h, w, 3), 255, np.uint8)
     half = (w - 3 * pad) // 2
     _plot(canvas, (pad, pad, half, h - 2 * pad), [(history.train, (200, 120, 0)), (history.val_loss, (0, 0, 220))], log=True)
-    _plot(canvas, (2 * pad + half, pad, half, h - 2 * pad), [(history.precision, (0, 160, 0)), (history.recall, (160, 0, 160))], log=False)
+    _plot(canvas, (2 * pad + half, pad, half, h - 2 * pad), [
+        (history.precision, (0, 160, 0)), (history.recall, (160, 0, 160)),
+        (history.real_precision, (0, 90, 0)), (history.real_recall, (90, 0, 90)),
+    ], log=False)
     font = cv2.FONT_HERSHEY_SIMPLEX
     cv2.putText(canvas, "loss: train (blue) val (red), log scale", (pad, 25), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(canvas, "val precision (green) recall (purple), 0..1", (2 * pad + half, 25), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(canvas, "precision (green) recall (purple): synthetic light, real dark", (2 * pad + half, 25), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     if not cv2.imwrite(str(path), canvas):
         raise OSError(f"could not write {path}")
 
@@ -611,12 +644,14 @@ def prepare_model(recipe: Recipe, root: Path) -> DarknetModel:
 
 
 def train(
-    recipe: Recipe, options: Options, factory: SourceFactory, root: Path, val_factory: SourceFactory | None = None
+    recipe: Recipe, options: Options, factory: SourceFactory, root: Path, val_factory: SourceFactory | None = None,
+    real_root: Path | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) training; return the final metrics also written to metrics.json.
 
     `factory` draws training samples, `val_factory` (default: `factory`) the
-    fixed held-out set; `root` resolves relative paths in the recipe.
+    fixed synthetic validation set; `real_root` (shared/train) holds the real
+    images of the real validation; `root` resolves relative paths in the recipe.
     """
     cfg = recipe.train.model_copy(update={k: v for k, v in (("steps", options.steps), ("workers", options.workers)) if v is not None})
     recipe = recipe.model_copy(update={"train": cfg})
@@ -632,11 +667,11 @@ def train(
     state.ema.net.to(device)
     _optimizer_to(state.optimizer, device)
     base = max(cfg.sizes)
-    val_batches = held_out(val_factory or factory, base, recipe)
+    val = ValSets(held_out(val_factory or factory, base, recipe), real_held_out(recipe, model.width, real_root))
     loader = make_loader(factory, recipe, out, base, stream=state.step)
     progress = Progress(cfg.steps, state.step)
-    train_loop(state, recipe, loader, val_batches, device, progress, out)
-    return export(state, model, recipe, val_batches, device, out)
+    train_loop(state, recipe, loader, val, device, progress, out)
+    return export(state, model, recipe, val.synthetic, device, out)
 
 
 def new_state(model: DarknetModel, recipe: Recipe, root: Path) -> State:
@@ -654,11 +689,35 @@ def _optimizer_to(optimizer: torch.optim.Optimizer, device: torch.device) -> Non
                 per_param[key] = value.to(device)
 
 
+@dataclass(frozen=True)
+class ValSets:
+    """The fixed validation sets: synthetic scenes, and crops of held-out real images (may be empty)."""
+
+    synthetic: list[Batch]
+    real: list[Batch]
+
+
 def held_out(factory: SourceFactory, size: int, recipe: Recipe) -> list[Batch]:
-    """The fixed validation set: same seed every run and every resume, never trained on."""
-    source, rng = factory(size, size), np.random.default_rng([recipe.val.seed, 0x7A1])
+    """The fixed synthetic validation set: same seed every run and every resume, never trained on."""
+    return fixed_batches(factory(size, size), recipe.val.samples, np.random.default_rng([recipe.val.seed, 0x7A1]), recipe)
+
+
+def real_held_out(recipe: Recipe, size: int, root: Path | None) -> list[Batch]:
+    """`val.real_samples` fixed crops of the held-out real images at the deploy size; [] when there are none."""
+    if not recipe.val.real_samples:
+        return []
+    from textwatch.train import data
+
+    source = data.held_out_source(recipe.source_recipe, size, size, root)
+    if source is None:
+        print("real validation off: no held-out real images (needs ../shared/train and [data.real] holdout_every)", file=sys.stderr)
+        return []
+    return fixed_batches(source, recipe.val.real_samples, np.random.default_rng([recipe.val.seed, 0x2EA1]), recipe)
+
+
+def fixed_batches(source: SampleSource, count: int, rng: np.random.Generator, recipe: Recipe) -> list[Batch]:
     items = []
-    for _ in range(recipe.val.samples):
+    for _ in range(count):
         s = source.sample(rng)
         items.append((s.image, np.asarray(s.boxes, np.float32).reshape(-1, 4), _ignore_of(s)))
     step = recipe.train.batch_size
@@ -691,7 +750,7 @@ def make_loader(factory: SourceFactory, recipe: Recipe, out: Path, size: int, st
 
 
 def train_loop(
-    state: State, recipe: Recipe, loader: Iterator[Batch], val_batches: list[Batch], device: torch.device, progress: Progress, out: Path
+    state: State, recipe: Recipe, loader: Iterator[Batch], val: ValSets, device: torch.device, progress: Progress, out: Path
 ) -> None:
     """The steps: draw a size, one optimizer step, EMA, then log / validate / checkpoint when due."""
     cfg, weights = recipe.train, _loss_weights(recipe)
@@ -705,7 +764,7 @@ def train_loop(
         state.ema.update(state.net)
         state.step += 1
         images += len(batch.images)
-        _after_step(state, recipe, val_batches, device, progress, out, loss, parts, size, images)
+        _after_step(state, recipe, val, device, progress, out, loss, parts, size, images)
 
 
 def train_step(
@@ -732,7 +791,7 @@ def train_step(
 
 
 def _after_step(
-    state: State, recipe: Recipe, val_batches: list[Batch], device: torch.device, progress: Progress,
+    state: State, recipe: Recipe, val: ValSets, device: torch.device, progress: Progress,
     out: Path, loss: float, parts: dict[str, float], size: int, images: int,
 ) -> None:
     cfg = recipe.train
@@ -740,15 +799,33 @@ def _after_step(
         state.history.train.append((state.step, loss))
         progress.update(state.step, images, loss, parts, size)
     if state.step % recipe.val.every == 0 or state.step == cfg.steps:
-        result = validate(state.ema.net, val_batches, recipe, device)
+        result = validate(state.ema.net, val.synthetic, recipe, device)
         state.history.val_loss.append((state.step, result.loss))
         state.history.precision.append((state.step, result.precision))
         state.history.recall.append((state.step, result.recall))
         progress.message(f"val @ {state.step}: loss {result.loss:.4f} P {result.precision:.3f} R {result.recall:.3f} ({result.detections} det / {result.truths} true)")
+        if val.real:
+            validate_real(state, val.real, recipe, device, progress, out)
         draw_curves(state.history, out / "curves.png")
         state.net.train()
     if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
         save_checkpoint(state, out / CHECKPOINT, recipe)
+
+
+def validate_real(state: State, batches: list[Batch], recipe: Recipe, device: torch.device, progress: Progress, out: Path) -> None:
+    """Precision/recall on the held-out real crops; a new best F1 writes its EMA weights to OUT/best.weights."""
+    history = state.history
+    best = max((f1(p, r) for (_, p), (_, r) in zip(history.real_precision, history.real_recall)), default=-1.0)
+    result = validate(state.ema.net, batches, recipe, device, drop_ignored=True)
+    history.real_precision.append((state.step, result.precision))
+    history.real_recall.append((state.step, result.recall))
+    score = f1(result.precision, result.recall)
+    progress.message(f"real val @ {state.step}: P {result.precision:.3f} R {result.recall:.3f} F1 {score:.3f} "
+                     f"({result.detections} det / {result.truths} true)")
+    if score > best:
+        save_darknet_weights(copy.deepcopy(state.ema.net).to("cpu"), out / f"{BEST}.weights", state.step * recipe.train.batch_size)
+        summary = {"step": state.step, "precision": result.precision, "recall": result.recall, "f1": score}
+        (out / f"{BEST}.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
 
 
 def export(state: State, model: DarknetModel, recipe: Recipe, val_batches: list[Batch], device: torch.device, out: Path) -> dict[str, Any]:
@@ -769,6 +846,7 @@ def export(state: State, model: DarknetModel, recipe: Recipe, val_batches: list[
         "step": state.step,
         "images_seen": seen,
         "final_val": result.__dict__,
+        "best_real_val": json.loads(best.read_text(encoding="utf-8")) if (best := out / f"{BEST}.json").exists() else None,
         "history": state.history.__dict__,
         "cfg": cfg_out.name,
         "weights": weights_out.name,
@@ -803,7 +881,10 @@ def run(args: argparse.Namespace) -> int:
     root = Path.cwd()
     options = Options(out=args.out, resume=args.resume, device=args.device, steps=args.steps, workers=args.workers)
     factory = default_source_factory(recipe)
-    metrics = train(recipe, options, factory, root, default_source_factory(recipe, synthetic_only=True))
+    from textwatch.train.realdata import shared_train_root
+
+    val_factory = default_source_factory(recipe, synthetic_only=True)
+    metrics = train(recipe, options, factory, root, val_factory, real_root=shared_train_root())
     final = metrics["final_val"]
     print(f"wrote {args.out / metrics['cfg']} and {metrics['weights']}: val P {final['precision']:.3f} R {final['recall']:.3f}")
     return 0
