@@ -631,6 +631,8 @@ def default_source_factory(recipe: Recipe, synthetic_only: bool = False) -> Sour
 
     table, root = recipe.source_recipe, (None if synthetic_only else shared_train_root())
     data.parse_recipe(table)  # a bad [data] key fails now, not inside a worker process
+    if synthetic_only:  # real sets off on purpose: not the "no shared/train folder" warning
+        table = {**table, "weights": {**table.get("weights", {}), **{kind: 0.0 for kind in data.REAL_KINDS}}}
 
     def factory(width: int, height: int) -> SampleSource:
         return data.build_source(table, width, height, root)
