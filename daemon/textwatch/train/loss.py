@@ -74,15 +74,22 @@ def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
     return torch.cat([boxes[..., 0:2] - half, boxes[..., 0:2] + half], dim=-1)
 
 
-def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pairwise IoU of xyxy boxes: a (..., P, 4), b (..., N, 4) -> (..., P, N)."""
+def box_area(boxes: torch.Tensor) -> torch.Tensor:
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+
+def box_intersection(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise intersection areas of xyxy boxes: a (..., P, 4), b (..., N, 4) -> (..., P, N)."""
     a, b = a[..., :, None, :], b[..., None, :, :]
     inter_w = (torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0])).clamp(min=0)
     inter_h = (torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1])).clamp(min=0)
-    inter = inter_w * inter_h
-    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    return inter / (area_a + area_b - inter + 1e-9)
+    return inter_w * inter_h
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise IoU of xyxy boxes: a (..., P, 4), b (..., N, 4) -> (..., P, N)."""
+    inter = box_intersection(a, b)
+    return inter / (box_area(a)[..., :, None] + box_area(b)[..., None, :] - inter + 1e-9)
 
 
 def ciou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -193,9 +193,7 @@ def split_holdout(images: list[RealImage], every: int) -> tuple[list[RealImage],
     """
     if every <= 0:
         return images, []
-    held = [image for i, image in enumerate(images) if i % every == every - 1]
-    kept = [image for i, image in enumerate(images) if i % every != every - 1]
-    return kept, held
+    return [im for i, im in enumerate(images) if (i + 1) % every], images[every - 1 :: every]
 
 
 def decode(path: Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:

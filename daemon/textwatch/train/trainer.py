@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from textwatch.detect.darknet import DarknetModel, check_weights, parse_cfg
 from textwatch.errors import ConfigError, ModelError
-from textwatch.train.loss import LossWeights, Targets, box_iou, cxcywh_to_xyxy, yolo_loss
+from textwatch.train.loss import LossWeights, Targets, box_area, box_intersection, box_iou, cxcywh_to_xyxy, yolo_loss
 from textwatch.train.model import DarknetNet, build_net, decode, load_darknet_weights, save_darknet_weights
 
 CHECKPOINT = "checkpoint.pt"
@@ -515,11 +515,8 @@ def outside(found: torch.Tensor, ignore: torch.Tensor, share: float = 0.5) -> to
     """The detections less than `share` of whose area lies inside any one do-not-care box."""
     if not len(found) or not len(ignore):
         return found
-    lo = torch.maximum(found[:, None, :2], ignore[None, :, :2])
-    hi = torch.minimum(found[:, None, 2:], ignore[None, :, 2:])
-    inter = (hi - lo).clamp(min=0).prod(-1)
-    area = (found[:, 2:] - found[:, :2]).clamp(min=1e-9).prod(-1)
-    return found[(inter / area[:, None]).max(1).values < share]
+    inside = box_intersection(found, ignore) / box_area(found).clamp(min=1e-9)[:, None]
+    return found[inside.max(1).values < share]
 
 
 def f1(precision: float, recall: float) -> float:
@@ -825,9 +822,16 @@ def validate_real(state: State, batches: list[Batch], recipe: Recipe, device: to
     progress.message(f"real val @ {state.step}: P {result.precision:.3f} R {result.recall:.3f} F1 {score:.3f} "
                      f"({result.detections} det / {result.truths} true)")
     if score > best:
-        save_darknet_weights(copy.deepcopy(state.ema.net).to("cpu"), out / f"{BEST}.weights", state.step * recipe.train.batch_size)
+        write_ema_weights(state, recipe, out / f"{BEST}.weights")
         summary = {"step": state.step, "precision": result.precision, "recall": result.recall, "f1": score}
         (out / f"{BEST}.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+
+
+def write_ema_weights(state: State, recipe: Recipe, path: Path) -> int:
+    """The EMA weights as darknet .weights (a CPU copy; training goes on); returns the images seen."""
+    seen = state.step * recipe.train.batch_size
+    save_darknet_weights(copy.deepcopy(state.ema.net).to("cpu"), path, seen)
+    return seen
 
 
 def export(state: State, model: DarknetModel, recipe: Recipe, val_batches: list[Batch], device: torch.device, out: Path) -> dict[str, Any]:
@@ -835,9 +839,7 @@ def export(state: State, model: DarknetModel, recipe: Recipe, val_batches: list[
     cfg_out = out / model.path.name
     cfg_out.write_text(model.path.read_text(encoding="utf-8"), encoding="utf-8")
     weights_out = out / (model.path.stem + ".weights")
-    ema_cpu = copy.deepcopy(state.ema.net).to("cpu")
-    seen = state.step * recipe.train.batch_size
-    save_darknet_weights(ema_cpu, weights_out, seen)
+    seen = write_ema_weights(state, recipe, weights_out)
     check_weights(parse_cfg(cfg_out), weights_out)
     try:
         cv2.dnn.readNetFromDarknet(str(cfg_out), str(weights_out))
