@@ -36,7 +36,7 @@ run: deps
 # The one-shot path on a rendered window and, where ../shared is present, the seed's image.
 image: deps
 	@mkdir -p build
-	$(PY) -m textwatch.samples --out build/sample.png
+	$(PY) -m textwatch.tools.samples --out build/sample.png
 	$(VENV)/bin/textwatch image build/sample.png
 	@if [ -f $(SHARED)/seed/TestingImage.jpg ]; then \
 		echo "== textwatch image $(SHARED)/seed/TestingImage.jpg"; \

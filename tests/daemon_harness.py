@@ -25,7 +25,7 @@ import zmq
 
 from cfgs import constant_model
 from rtsp_server import free_port
-from textwatch.samples import line_crop
+from textwatch.tools.samples import line_crop
 
 def whole_frame_model(folder: Path) -> tuple[Path, Path]:
     """One 64x64 cell over the 64x64 input whose box is the whole input (objectness logit 8)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from textwatch.bench import bench_ocr, by_length, compare_runs, engine_ratio, tracked_texts
+from textwatch.tools.bench import bench_ocr, by_length, compare_runs, engine_ratio, tracked_texts
 from textwatch.config import OcrSettings
 
 

@@ -28,10 +28,10 @@ import zmq
 from textwatch import bus, wire
 from textwatch.config import BusSettings, Settings, load_settings
 from textwatch.errors import ConfigError
-from textwatch.publish import LOST_AFTER_TIMEOUTS, FrameAggregator
+from textwatch.processes.publisher import LOST_AFTER_TIMEOUTS, FrameAggregator
 from textwatch.wire import FrameNotice
-from textwatch.samples import line_crop
-from textwatch.subscribe import format_line
+from textwatch.tools.samples import line_crop
+from textwatch.tools.subscribe import format_line
 
 RECV_TIMEOUT_S = 10.0
 # Key paths (not read here) that let a test bind beyond loopback through config validation.
@@ -311,16 +311,16 @@ def test_aggregator_memory_is_bounded() -> None:
 
 PUBLISHER = (
     "import sys; from textwatch.config import load_settings; from textwatch.bus import Endpoints;"
-    " from textwatch.publish import run_publisher; s = load_settings(sys.argv[1]);"
+    " from textwatch.processes.publisher import run_publisher; s = load_settings(sys.argv[1]);"
     " raise SystemExit(run_publisher(s, Endpoints.from_settings(s)))"
 )
 WORKER = (
     "import sys; from textwatch.config import load_settings; from textwatch.bus import Endpoints;"
-    " from textwatch.recognize_worker import run_worker; s = load_settings(sys.argv[1]); e = Endpoints.from_settings(s);"
+    " from textwatch.processes.ocr import run_worker; s = load_settings(sys.argv[1]); e = Endpoints.from_settings(s);"
     " raise SystemExit(run_worker(s, e.crops, e.results, sys.argv[2]))"
 )
 WORKER_CLI = (
-    "import argparse, sys; from textwatch.recognize_worker import add_worker_arguments, run_worker_cli;"
+    "import argparse, sys; from textwatch.processes.ocr import add_worker_arguments, run_worker_cli;"
     " p = argparse.ArgumentParser(); add_worker_arguments(p); raise SystemExit(run_worker_cli(p.parse_args()))"
 )
 
@@ -519,7 +519,7 @@ def test_remote_worker_takes_work_and_exits_0_on_sigterm(daemon: Daemon) -> None
 
 
 def test_worker_cli_arguments() -> None:
-    from textwatch.recognize_worker import add_worker_arguments
+    from textwatch.processes.ocr import add_worker_arguments
 
     parser = argparse.ArgumentParser()
     add_worker_arguments(parser)
@@ -528,7 +528,7 @@ def test_worker_cli_arguments() -> None:
 
 
 def _subscribe_args(*argv: str) -> argparse.Namespace:
-    from textwatch.subscribe import add_subscribe_arguments
+    from textwatch.tools.subscribe import add_subscribe_arguments
 
     parser = argparse.ArgumentParser()
     add_subscribe_arguments(parser)
@@ -536,7 +536,7 @@ def _subscribe_args(*argv: str) -> argparse.Namespace:
 
 
 def test_subscribe_prints_lines_and_json(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
-    from textwatch.subscribe import run_subscribe
+    from textwatch.tools.subscribe import run_subscribe
 
     endpoint = daemon.endpoints.publish
     assert run_subscribe(_subscribe_args("--endpoint", endpoint, "--topic", "stats", "--count", "2", "--timeout", "10")) == 0
@@ -547,7 +547,7 @@ def test_subscribe_prints_lines_and_json(daemon: Daemon, capsys: pytest.CaptureF
 
 
 def test_subscribe_timeout_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
-    from textwatch.subscribe import run_subscribe
+    from textwatch.tools.subscribe import run_subscribe
 
     args = _subscribe_args("--endpoint", f"tcp://127.0.0.1:{free_port_pair()}", "--timeout", "0.5")
     started = time.monotonic()

@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 from rtsp_server import RtspServer, free_port, server_available
 from textwatch.capture import END_OF_FILE, SOURCE_DOWN, SOURCE_UP, CameraReader, Frame, open_source, source_kind
 from textwatch.config import CameraSettings
-from textwatch.samplevideo import TimedText, render_video
+from textwatch.tools.samplevideo import TimedText, render_video
 from textwatch.wire import SourceEvent
 
 CLIP_FRAMES = 20

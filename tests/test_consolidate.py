@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from textwatch.consolidate import Change, ConsolidationSettings, Consolidator, Final
-from textwatch.normalize import FilterSettings, masked, normalize, too_small
+from textwatch.tracking.consolidate import Change, ConsolidationSettings, Consolidator, Final
+from textwatch.tracking.normalize import FilterSettings, masked, normalize, too_small
 
 PLATE = r"[A-Z]{2}-\d{2}-[A-Z]{2}"
 

@@ -151,7 +151,7 @@ def test_torch_backend_finds_the_same_text_lines() -> None:
     weights give hundreds of near-tied boxes, whose merging is not a backend property)."""
     pytest.importorskip("torch", reason="torch is the optional extra; make test installs it")
     from conftest import SHIPPED_CFG, SHIPPED_WEIGHTS, needs_shipped_model
-    from textwatch.samples import document_window
+    from textwatch.tools.samples import document_window
 
     needs_shipped_model()
     frame = document_window()[0]

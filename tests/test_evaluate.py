@@ -10,9 +10,9 @@ import cv2
 import pytest
 
 from conftest import SHIPPED_CFG, SHIPPED_WEIGHTS, needs_shipped_model, shared_path
-from textwatch import evaluate
+from textwatch.tools import evaluate
 from textwatch.errors import ExitCode, InputError, InputMissing
-from textwatch.evaluate import (
+from textwatch.tools.evaluate import (
     DetCount,
     detection_count,
     find_sets,
@@ -22,7 +22,7 @@ from textwatch.evaluate import (
     truth_lines,
     word_count,
 )
-from textwatch.samples import document_window
+from textwatch.tools.samples import document_window
 
 
 def parse(*argv: str) -> argparse.Namespace:

@@ -32,7 +32,7 @@ from daemon_harness import Daemon, Subscriber, daemon_config, event_is, publish_
 from rtsp_server import RtspServer, free_port, server_available
 from textwatch import wire
 from textwatch.capture import BACKOFF_JITTER
-from textwatch.samples import line_crop
+from textwatch.tools.samples import line_crop
 
 pytestmark = pytest.mark.slow
 TEXT = "FAULT 17"

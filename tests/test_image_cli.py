@@ -13,7 +13,7 @@ import pytest
 
 from conftest import SHIPPED_CFG, needs_shipped_model, run_cli, shared_path
 from textwatch.errors import ExitCode
-from textwatch.samples import document_window
+from textwatch.tools.samples import document_window
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from daemon_harness import Daemon, daemon_config, write_line_clip
 from rtsp_server import free_port
-from textwatch import metrics, status, wire
+from textwatch import metrics, wire
+from textwatch.tools import status
 from textwatch.config import Settings
 
 SECRET_URL = "rtsp://admin:hunter2@10.0.0.7:554/stream1"
@@ -220,7 +221,7 @@ def test_url_from_listen() -> None:
 
 def run_status(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "textwatch.status", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "textwatch.tools.status", *args], capture_output=True, text=True,
                           timeout=30, env=env)
 
 

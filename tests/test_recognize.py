@@ -12,7 +12,7 @@ from conftest import shared_path
 from textwatch.config import OcrSettings
 from textwatch.errors import BackendUnavailable
 from textwatch.recognize import Recognizer, Word, classify, glyph_height, is_light_on_dark, preprocess
-from textwatch.samples import SERIF, line_crop
+from textwatch.tools.samples import SERIF, line_crop
 
 
 @pytest.fixture(scope="module", params=["tesserocr", "pytesseract"])

@@ -20,8 +20,8 @@ from textwatch import wire
 from textwatch.config import OcrSettings, Settings
 from textwatch.errors import ExitCode
 from textwatch.recognize import TIMEOUT, Recognizer
-from textwatch.recognize_worker import RSS_BASELINE_CROPS, RecyclePolicy, run_worker
-from textwatch.samples import line_crop
+from textwatch.processes.ocr import RSS_BASELINE_CROPS, RecyclePolicy, run_worker
+from textwatch.tools.samples import line_crop
 
 LONG_LINE = "Invoice 4471 due 2026 " * 30  # ~8500 px wide: Tesseract needs ~250 ms, far beyond 5 ms
 MB = 1024 * 1024

@@ -23,7 +23,7 @@ from rtsp_server import free_port
 from textwatch import bus, wire
 from textwatch.config import BusSettings, Settings, binds_beyond_loopback, load_settings
 from textwatch.errors import ConfigError, ExitCode
-from textwatch.keys import add_keys_arguments, run_keys
+from textwatch.tools.keys import add_keys_arguments, run_keys
 
 TEXT = "TEXTWATCH 42"
 QUIET_S = 2.0  # an unauthorised client must get nothing for this long

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 from conftest import needs_shipped_model
 from textwatch.config import load_settings
 from textwatch.detect.runtime import Detector
-from textwatch.samples import SANS, font
+from textwatch.tools.samples import SANS, font
 
 LABELS = ["File", "Home", "Insert", "Layout", "Review", "View", "Mailings", "Help", "Find", "Replace", "Select"]
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from daemon_harness import Daemon, Subscriber, daemon_config, publish_endpoint, text_is, write_line_clip
-from textwatch import systemd
+from textwatch.processes import systemd
 from textwatch.config import PipelineSettings
-from textwatch.systemd import Progress
+from textwatch.processes.systemd import Progress
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "systemd" / "textwatch.service"

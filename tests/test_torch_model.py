@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch", reason="the torch extra is not installed")
 
 from textwatch.detect.darknet import DarknetModel, check_weights, parse_cfg  # noqa: E402
 from textwatch.errors import ModelError  # noqa: E402
-from textwatch.train.model import (  # noqa: E402
+from textwatch.detect.torchnet import (  # noqa: E402
     DarknetNet,
     decode,
     load_darknet_weights,

@@ -8,8 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from textwatch.detect.runtime import Detection
-from textwatch.samples import line_crop
-from textwatch.track import (
+from textwatch.tools.samples import line_crop
+from textwatch.tracking.tracker import (
     GoneTrack,
     Tracker,
     TrackingSettings,

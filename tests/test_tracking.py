@@ -58,7 +58,7 @@ def moving_scene(path, fps: float = 4.0):
     import cv2
     import numpy as np
 
-    from textwatch.samples import line_crop
+    from textwatch.tools.samples import line_crop
 
     parking, exit_only = line_crop("PARKING 24", height=48), line_crop("EXIT ONLY", height=48)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (640, 360))

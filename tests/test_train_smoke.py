@@ -23,7 +23,7 @@ from textwatch.detect.darknet import check_weights, parse_cfg  # noqa: E402
 from textwatch.errors import ConfigError  # noqa: E402
 from textwatch.train import trainer  # noqa: E402
 from textwatch.train.loss import LossWeights, yolo_loss  # noqa: E402
-from textwatch.train.model import build_net  # noqa: E402
+from textwatch.detect.torchnet import build_net  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CFG = REPO / "backup" / "textwatch-tiny.cfg"

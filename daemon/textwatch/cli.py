@@ -72,8 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--config", type=Path, help="config file (default: config/textwatch.toml's values)")
     run.set_defaults(handler=cmd_run)
 
-    from textwatch.recognize_worker import add_worker_arguments, run_worker_cli
-    from textwatch.subscribe import add_subscribe_arguments, run_subscribe
+    from textwatch.processes.ocr import add_worker_arguments, run_worker_cli
+    from textwatch.tools.subscribe import add_subscribe_arguments, run_subscribe
 
     worker = sub.add_parser("worker", help="a remote OCR worker joining a daemon's bus.pool")
     add_worker_arguments(worker)
@@ -82,19 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_subscribe_arguments(subscribe)
     subscribe.set_defaults(handler=run_subscribe)
 
-    from textwatch.status import add_status_arguments, run_status
+    from textwatch.tools.status import add_status_arguments, run_status
 
     status = sub.add_parser("status", help="health summary from a running daemon's metrics endpoint")
     add_status_arguments(status)
     status.set_defaults(handler=run_status)
 
-    from textwatch.keys import add_keys_arguments, run_keys
+    from textwatch.tools.keys import add_keys_arguments, run_keys
 
     keys = sub.add_parser("keys", help="CURVE key pairs for a bus bound beyond loopback")
     add_keys_arguments(keys)
     keys.set_defaults(handler=run_keys)
 
-    from textwatch import evaluate
+    from textwatch.tools import evaluate
 
     evaluate.add_arguments(sub.add_parser("eval", help="score accuracy and speed on eval sets (shared/eval)"))
     sub.choices["eval"].set_defaults(handler=evaluate.run)
@@ -104,15 +104,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    """`textwatch train` needs torch (the optional extra); say so instead of failing on import."""
+    """`textwatch train` needs torch (the optional extra), imported only when the command runs."""
+    from textwatch.train.recipe import add_arguments
+
     train = sub.add_parser("train", help="train the text detector (needs the torch extra)")
+    add_arguments(train)
+    train.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    """Regression: the old parser imported torch for every command, and a missing torch
+    crashed `textwatch train` with a NameError (the handler's lambda used a deleted name)."""
     try:
         from textwatch.train import trainer
     except ImportError as err:
-        train.set_defaults(handler=lambda args: _missing_torch(err))
-        return
-    trainer.add_arguments(train)
-    train.set_defaults(handler=trainer.run)
+        return _missing_torch(err)
+    return trainer.run(args)
 
 
 def _missing_torch(err: ImportError) -> int:
@@ -126,7 +133,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def checked_settings(args: argparse.Namespace) -> Settings:
     """Settings that passed every `textwatch check`; the first problem is raised otherwise."""
-    from textwatch.check import run_checks
+    from textwatch.tools.check import run_checks
 
     settings = settings_from(args)
     problems = run_checks(settings)
@@ -136,13 +143,13 @@ def checked_settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_image(args: argparse.Namespace) -> int:
-    from textwatch.oneshot_cli import run_images
+    from textwatch.tools.image import run_images
 
     return run_images(args, settings_from(args))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from textwatch.check import run_checks
+    from textwatch.tools.check import run_checks
 
     try:
         settings = settings_from(args)
@@ -160,8 +167,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Validate everything first (exit 78/69 with one line per problem), then supervise."""
-    from textwatch.check import run_checks
-    from textwatch.supervisor import Supervisor
+    from textwatch.tools.check import run_checks
+    from textwatch.processes.supervisor import Supervisor
 
     settings = settings_from(args)
     problems = run_checks(settings)
@@ -174,7 +181,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_ocr(args: argparse.Namespace) -> int:
-    from textwatch.bench import bench_ocr
+    from textwatch.tools.bench import bench_ocr
 
     result = bench_ocr(settings_from(args).ocr, crops=args.crops, rounds=args.rounds)
     print(json.dumps(result, indent=2))
@@ -182,7 +189,7 @@ def cmd_bench_ocr(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_pipeline(args: argparse.Namespace) -> int:
-    from textwatch.bench import bench_pipeline, compare_runs
+    from textwatch.tools.bench import bench_pipeline, compare_runs
 
     settings = checked_settings(args)
     modes = [True, False] if args.scheduling == "both" else [args.scheduling == "on"]
@@ -196,7 +203,7 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_soak(args: argparse.Namespace) -> int:
-    from textwatch.bench import bench_soak
+    from textwatch.tools.bench import bench_soak
 
     settings = checked_settings(args)
     result = bench_soak(settings, args.minutes, args.interval, args.fast, args.fps, args.warmup)
@@ -205,7 +212,7 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_detector(args: argparse.Namespace) -> int:
-    from textwatch.bench import bench_detector
+    from textwatch.tools.bench import bench_detector
 
     result = bench_detector(settings_from(args), batches=args.batch, seconds=args.seconds)
     print(json.dumps(result, indent=2))

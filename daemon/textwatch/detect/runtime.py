@@ -11,7 +11,7 @@ the trainer uses.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -114,44 +114,18 @@ def torch_device() -> str | None:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-class TorchNet:
-    """The same darknet model run by PyTorch (textwatch.train.model), for GPUs whose OpenCV
-    has no CUDA, which is every pip install. fp16 on CUDA, fp32 on CPU. Its output rows
-    are exactly OpenCV's Region-layer rows, so decoding downstream is shared."""
+class Net(Protocol):
+    """What the Detector needs of a network: one batched forward, rows as OpenCV's Region layer gives them."""
 
-    def __init__(self, model: DarknetModel, weights: Path) -> None:
-        import torch
-
-        from textwatch.train.model import build_net, load_darknet_weights
-
-        self.torch = torch
-        self.device = torch.device(torch_device() or "cpu")
-        self.half = self.device.type == "cuda"
-        net = build_net(model)
-        load_darknet_weights(net, weights)
-        net = net.to(self.device).eval()
-        self.net = net.half() if self.half else net
-
-    def forward(self, blob: np.ndarray) -> list[np.ndarray]:
-        from textwatch.train.model import decode
-
-        torch = self.torch
-        with torch.inference_mode():
-            x = torch.from_numpy(blob).to(self.device)
-            outputs = self.net(x.half() if self.half else x)
-            rows = decode(self.net, outputs, size=(blob.shape[3], blob.shape[2]))
-        return [r.float().cpu().numpy() for r in rows]
+    def forward(self, blob: np.ndarray) -> list[np.ndarray]: ...
 
 
-def _apply_backend(net: cv2.dnn.Net, backend: str) -> None:
-    backend_id, target_id = {
-        "cpu": (cv2.dnn.DNN_BACKEND_OPENCV, cv2.dnn.DNN_TARGET_CPU),
-        "opencl": (cv2.dnn.DNN_BACKEND_OPENCV, cv2.dnn.DNN_TARGET_OPENCL),
-        "cuda": (cv2.dnn.DNN_BACKEND_CUDA, cv2.dnn.DNN_TARGET_CUDA),
-        "cuda-fp16": (cv2.dnn.DNN_BACKEND_CUDA, cv2.dnn.DNN_TARGET_CUDA_FP16),
-    }[backend]
-    net.setPreferableBackend(backend_id)
-    net.setPreferableTarget(target_id)
+BACKEND_IDS = {
+    "cpu": (cv2.dnn.DNN_BACKEND_OPENCV, cv2.dnn.DNN_TARGET_CPU),
+    "opencl": (cv2.dnn.DNN_BACKEND_OPENCV, cv2.dnn.DNN_TARGET_OPENCL),
+    "cuda": (cv2.dnn.DNN_BACKEND_CUDA, cv2.dnn.DNN_TARGET_CUDA),
+    "cuda-fp16": (cv2.dnn.DNN_BACKEND_CUDA, cv2.dnn.DNN_TARGET_CUDA_FP16),
+}
 
 
 def load_model(settings: DetectorSettings) -> tuple[DarknetModel, cv2.dnn.Net]:
@@ -166,17 +140,40 @@ def load_model(settings: DetectorSettings) -> tuple[DarknetModel, cv2.dnn.Net]:
     return model, net
 
 
+class OpenCVNet:
+    """The darknet model through OpenCV DNN on one of its backends (cpu, opencl, cuda, cuda-fp16)."""
+
+    def __init__(self, net: cv2.dnn.Net, backend: str) -> None:
+        backend_id, target_id = BACKEND_IDS[backend]
+        net.setPreferableBackend(backend_id)
+        net.setPreferableTarget(target_id)
+        self.net = net
+        self.output_names = list(net.getUnconnectedOutLayersNames())
+
+    def forward(self, blob: np.ndarray) -> list[np.ndarray]:
+        self.net.setInput(blob)
+        return list(self.net.forward(self.output_names))
+
+
+def open_net(settings: DetectorSettings, backend: str) -> tuple[DarknetModel, Net]:
+    """The parsed model and the one network the backend needs; torch is imported only for "torch"."""
+    if backend == "torch":
+        from textwatch.detect.torchnet import TorchNet
+
+        model = parse_cfg(settings.cfg)
+        check_weights(model, settings.weights)
+        return model, TorchNet(model, settings.weights)
+    model, net = load_model(settings)
+    return model, OpenCVNet(net, backend)
+
+
 class Detector:
     """YOLOv4-family text detector; one per process (the network is not thread-safe)."""
 
     def __init__(self, settings: DetectorSettings) -> None:
         self.settings = settings
-        self.model, self.net = load_model(settings)
         self.backend = choose_backend(settings.backend)
-        self.torch_net = TorchNet(self.model, settings.weights) if self.backend == "torch" else None
-        if self.torch_net is None:
-            _apply_backend(self.net, self.backend)
-        self.output_names = list(self.net.getUnconnectedOutLayersNames())
+        self.model, self.net = open_net(settings, self.backend)
         self.input_size = (self.model.width, self.model.height)
         get_logger().info(
             "detector_ready",
@@ -224,11 +221,7 @@ class Detector:
         """Rows [cx, cy, w, h, objectness, class scores...] per view, normalised to the net input."""
         width, height = self.input_size
         blob = cv2.dnn.blobFromImages(inputs, 1 / 255.0, (width, height), swapRB=True, crop=False)
-        if self.torch_net is not None:
-            outputs = self.torch_net.forward(blob)
-        else:
-            self.net.setInput(blob)
-            outputs = self.net.forward(self.output_names)
+        outputs = self.net.forward(blob)
         columns = outputs[0].shape[-1]
         shaped = [out.reshape(len(inputs), -1, columns) for out in outputs]
         return [np.concatenate([out[i] for out in shaped]) for i in range(len(inputs))]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -32,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from textwatch.detect.geometry import letterbox
 from textwatch.errors import ConfigError, InputMissing
+from textwatch.train.recipe import load_recipe
 from textwatch.train.augment import AugmentSettings, augment, clip_and_filter, finalize_boxes
 from textwatch.train.realdata import (
     ICDAR,
@@ -228,22 +228,6 @@ def held_out_source(recipe: dict, width: int, height: int, root: Path | None) ->
 # ---------------------------------------------------------------- preview
 
 
-TRAINER_KEYS = ("cache_samples",)  # keys of [data] that belong to the trainer, not to build_source
-
-
-def load_recipe(path: Path) -> dict:
-    """The [data] table of a train.toml minus the trainer's own keys; {} (defaults) when the file is absent."""
-    if not path.is_file():
-        log.warning("%s not found: using the default [data] recipe", path)
-        return {}
-    with path.open("rb") as fh:
-        try:
-            table = tomllib.load(fh).get("data", {})
-        except tomllib.TOMLDecodeError as err:
-            raise ConfigError(f"{path}: {err}") from err
-    return {k: v for k, v in table.items() if k not in TRAINER_KEYS}
-
-
 def draw_sample(s: Sample) -> np.ndarray:
     """The sample image with line boxes in green and ignore regions in red."""
     img = s.image.copy()
@@ -278,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    recipe = load_recipe(args.config)
+    recipe = load_recipe(args.config).source_recipe
     root = shared_train_root()
     if root is None:
         log.warning("../shared/train not found beside the repository: synthetic samples only")

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from textwatch.capture import Frame
 from textwatch.config import Settings
 from textwatch.detect.runtime import Detection
-from textwatch.normalize import masked, too_small
-from textwatch.track import GoneTrack, Tracker
+from textwatch.tracking.normalize import masked, too_small
+from textwatch.tracking.tracker import GoneTrack, Tracker
 from textwatch.wire import TrackNotice
 
 

@@ -19,7 +19,7 @@ import cv2
 
 from textwatch.config import Settings
 from textwatch.errors import ExitCode, InputError, TextwatchError
-from textwatch.pipeline import OneShot, Region, annotate, expand_inputs, load_image, text_lines
+from textwatch.tools.oneshot import OneShot, Region, annotate, expand_inputs, load_image, text_lines
 
 
 def run_images(args: argparse.Namespace, settings: Settings) -> int:

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
-from textwatch.samples import SANS, SANS_BOLD, SERIF, font
+from textwatch.tools.samples import SANS, SANS_BOLD, SERIF, font
 
 Role = Literal["title", "body", "subtitle"]
 

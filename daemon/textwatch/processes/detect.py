@@ -26,7 +26,7 @@ from textwatch.metrics import process_fields
 from textwatch.bus import Endpoints
 from textwatch.capture import CameraReader, Frame
 from textwatch.config import Settings
-from textwatch.detect.plan import RegionPlanner
+from textwatch.tracking.plan import RegionPlanner
 from textwatch.detect.runtime import Detection, Detector
 from textwatch.errors import TextwatchError
 from textwatch.log import get_logger

@@ -201,7 +201,7 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m textwatch.status`, until the `textwatch status` subcommand is wired in cli.py."""
+    """`python -m textwatch.tools.status`, until the `textwatch status` subcommand is wired in cli.py."""
     from textwatch.errors import TextwatchError
 
     parser = argparse.ArgumentParser(prog="textwatch status", description=__doc__.splitlines()[0])

@@ -43,7 +43,7 @@ from textwatch import bus, metrics, wire
 from textwatch.config import Settings
 from textwatch.errors import ExitCode, TextwatchError
 from textwatch.log import get_logger
-from textwatch.trackbook import TrackBook
+from textwatch.tracking.trackbook import TrackBook
 
 N = TypeVar("N")  # an internal notice type
 

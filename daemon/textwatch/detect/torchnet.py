@@ -288,3 +288,27 @@ def build_net(model: DarknetModel, seed: int | None = None) -> DarknetNet:
                 bias[:, 4] = math.log(8 / cells)  # about 8 objects per image at this scale
                 bias[:, 5:] = math.log(0.6 / (head.classes - 0.99))
     return net
+
+
+# ---------------------------------------------------------------- inference (detector.backend = "torch")
+
+
+class TorchNet:
+    """The same darknet model run by PyTorch (the graph above), for GPUs whose OpenCV
+    has no CUDA, which is every pip install. fp16 on CUDA, fp32 on CPU. Its output rows
+    are exactly OpenCV's Region-layer rows, so decoding downstream is shared."""
+
+    def __init__(self, model: DarknetModel, weights: Path) -> None:
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.half = self.device.type == "cuda"
+        net = build_net(model)
+        load_darknet_weights(net, weights)
+        net = net.to(self.device).eval()
+        self.net = net.half() if self.half else net
+
+    def forward(self, blob: np.ndarray) -> list[np.ndarray]:
+        with torch.inference_mode():
+            x = torch.from_numpy(blob).to(self.device)
+            outputs = self.net(x.half() if self.half else x)
+            rows = decode(self.net, outputs, size=(blob.shape[3], blob.shape[2]))
+        return [r.float().cpu().numpy() for r in rows]

@@ -31,7 +31,7 @@ import numpy as np
 from rapidfuzz import fuzz, process, utils
 
 from textwatch.config import ConsolidationSettings, FilterSettings
-from textwatch.normalize import normalize
+from textwatch.tracking.normalize import normalize
 
 
 @dataclass(frozen=True)

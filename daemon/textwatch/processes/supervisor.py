@@ -3,9 +3,9 @@
 Modelled on gunicorn's arbiter. Signal handlers only put the signal on a queue;
 one loop takes them off and dispatches `handle_<signal>`. Children:
 
-    publisher      XSUB/XPUB proxy + frame aggregator (textwatch.publish)
-    ocr-N          Tesseract workers (textwatch.recognize_worker)
-    detect-0       capture + detection (textwatch.detect.process)
+    publisher      XSUB/XPUB proxy + frame aggregator (textwatch.processes.publisher)
+    ocr-N          Tesseract workers (textwatch.processes.ocr)
+    detect-0       capture + detection (textwatch.processes.detect)
 
 started in that order so nothing is sent before its receiver exists. A child
 that dies is restarted through its spec, within a budget (N restarts in M
@@ -22,7 +22,7 @@ stop the publisher, KILL whatever outlives its deadline, reap, exit 0.
 
 Under systemd (Type=notify) the supervisor also reads the children's `stats`
 off the bus and tells systemd READY=1, WATCHDOG=1 (only while frames or crops
-move), STATUS= and STOPPING=1: see textwatch.systemd.
+move), STATUS= and STOPPING=1: see textwatch.processes.systemd.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from textwatch.bus import Endpoints
 from textwatch.config import Settings
 from textwatch.errors import ExitCode
 from textwatch.log import get_logger, setup_logging
-from textwatch.systemd import ServiceNotifier
+from textwatch.processes.systemd import ServiceNotifier
 
 SPAWN = mp.get_context("spawn")  # no fork: children must not inherit threads or ZeroMQ contexts
 TICK_S = 0.2
@@ -102,19 +102,19 @@ def worker_count(settings: Settings) -> int:
 
 
 def run_publisher_role(settings: Settings, endpoints: Endpoints, name: str, stop: threading.Event) -> int:
-    from textwatch.publish import run_publisher
+    from textwatch.processes.publisher import run_publisher
 
     return run_publisher(settings, endpoints, stop)
 
 
 def run_worker_role(settings: Settings, endpoints: Endpoints, name: str, stop: threading.Event) -> int:
-    from textwatch.recognize_worker import run_worker
+    from textwatch.processes.ocr import run_worker
 
     return run_worker(settings, endpoints.crops, endpoints.results, name, stop)
 
 
 def run_detect_role(settings: Settings, endpoints: Endpoints, name: str, stop: threading.Event) -> int:
-    from textwatch.detect.process import run_detect
+    from textwatch.processes.detect import run_detect
 
     return run_detect(settings, endpoints, name, stop)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from textwatch.config import Settings
-from textwatch.consolidate import Consolidator
+from textwatch.tracking.consolidate import Consolidator
 from textwatch.wire import TextResult, TrackEvent, TrackNotice
 
 MAX_SILENT_S = 300.0  # a track with no read or notice for this long is closed (its gone notice was lost)

@@ -98,8 +98,8 @@ from textwatch.errors import ExitCode, InputError, InputMissing, TextwatchError
 from textwatch.log import get_logger
 
 if TYPE_CHECKING:  # imported where used: the detector runtime is slow to import
-    from textwatch.consolidate import Consolidator
-    from textwatch.pipeline import OneShot
+    from textwatch.tracking.consolidate import Consolidator
+    from textwatch.tools.oneshot import OneShot
 
 Box = tuple[int, int, int, int]
 Kind = Literal["words", "plates"]
@@ -396,12 +396,12 @@ class PipelineReader:
     name = "pipeline"
 
     def __init__(self, settings: Settings) -> None:
-        from textwatch.pipeline import OneShot
+        from textwatch.tools.oneshot import OneShot
 
         self.oneshot = OneShot(settings)  # video clips use its detector and recognizer directly
 
     def read(self, frame: np.ndarray) -> tuple[list[str], list[Box] | None]:
-        from textwatch.pipeline import text_lines
+        from textwatch.tools.oneshot import text_lines
 
         regions = self.oneshot.read(frame)
         return text_lines(regions), [r.detection.box for r in regions]
@@ -570,7 +570,7 @@ def evaluate_set(reader: Reader, eval_set: EvalSet, settings: Settings) -> SetRe
 
 
 def evaluate_image(reader: Reader, sample: Sample, max_pixels: int) -> ImageResult:
-    from textwatch.pipeline import load_image
+    from textwatch.tools.oneshot import load_image
 
     start = time.perf_counter()
     try:
@@ -672,8 +672,8 @@ def evaluate_video(oneshot: OneShot, sample: VideoSample, settings: Settings) ->
 
 def watch_clip(oneshot: OneShot, sample: VideoSample, settings: Settings) -> ClipWatch:
     """Every frame: detect and read every region (OneShot), track them, and vote the scheduled reads per track."""
-    from textwatch.consolidate import Consolidator
-    from textwatch.track import Tracker
+    from textwatch.tracking.consolidate import Consolidator
+    from textwatch.tracking.tracker import Tracker
 
     tracker = Tracker(settings.tracking)
     consolidator = Consolidator(settings.consolidation, FilterSettings())
@@ -822,7 +822,7 @@ def report(results: list[SetResult], args: argparse.Namespace, settings: Setting
     """The JSON report: per-set scores and per-image details, and where and how they were measured."""
     import tesserocr
 
-    from textwatch.bench import machine
+    from textwatch.tools.bench import machine
 
     return {
         "command": shlex.join(sys.argv),

@@ -21,7 +21,7 @@ import numpy as np
 from textwatch.config import CameraSettings, OcrSettings, Settings
 from textwatch.errors import TextwatchError
 from textwatch.recognize import Recognizer, make_engine
-from textwatch.samples import SANS, SERIF, line_crop
+from textwatch.tools.samples import SANS, SERIF, line_crop
 
 WORDS = "invoice total amount station exit platform north sample text align camera street open".split()
 
@@ -146,7 +146,7 @@ def bench_ocr(settings: OcrSettings, crops: int = 40, rounds: int = 3) -> dict[s
 def _supervise(settings: object) -> None:
     """Child entry for bench pipeline: the daemon exactly as `textwatch run` runs it."""
     from textwatch.log import setup_logging
-    from textwatch.supervisor import Supervisor
+    from textwatch.processes.supervisor import Supervisor
 
     setup_logging("warning", process="supervisor", json=True)
     raise SystemExit(Supervisor(settings).run())  # type: ignore[arg-type]
@@ -176,10 +176,10 @@ SCENES = ("sample", "static", "moving")
 def scene_video(scene: str, folder: Path, fps: float = 10.0, frames: int = 100) -> Path:
     """The bundled sample clip, or a 1280x720 window with ~12 lines, still or drifting 3 px per frame."""
     if scene == "sample":
-        return Path(__file__).parent / "data" / "sample.mp4"
+        return Path(__file__).parents[1] / "data" / "sample.mp4"
     import cv2
 
-    from textwatch.samples import document_window
+    from textwatch.tools.samples import document_window
 
     base, _ = document_window(1280, 720)
     path = folder / f"{scene}.mp4"

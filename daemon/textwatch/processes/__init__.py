@@ -1,0 +1,1 @@
+"""The daemon's OS processes: one module each, one shape (child.py), started by the supervisor."""

@@ -1,0 +1,1 @@
+"""The command-line tools built on the runtime: check, status, subscribe, image, eval, bench..."""

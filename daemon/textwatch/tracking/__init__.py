@@ -1,0 +1,1 @@
+"""What happens between detection and the subscriber: tracks, frames, consolidation, filters."""
