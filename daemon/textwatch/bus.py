@@ -35,7 +35,7 @@ import signal
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,7 +81,7 @@ MAX_IPC_PATH = 100
 class Endpoints:
     """All bus addresses of one daemon, derived from Settings."""
 
-    runtime_dir: Path
+    runtime_dir: Path | None  # None for a remote worker, which binds nothing
     crops: str  # ipc: PUSH binds in the detect process, workers' PULL connect
     results: str  # ipc: the publisher's XSUB binds, every producer's PUB connects
     publish: str  # the publisher's XPUB binds, subscribers connect (settings.bus.publish)
@@ -105,6 +105,13 @@ class Endpoints:
             pool_crops=pool_crops,
             pool_results=pool_results,
         )
+
+    @classmethod
+    def remote_worker(cls, connect: str) -> Endpoints:
+        """A remote OCR worker's view of a daemon at bus.pool tcp://HOST:PORT: crops from PORT,
+        results to PORT+1. It binds nothing, so the local-only fields stay empty."""
+        crops, results = remote_endpoints(connect)
+        return cls(runtime_dir=None, crops=crops, results=results, publish="", publish_local="")
 
     @property
     def crop_binds(self) -> list[str]:
@@ -214,8 +221,15 @@ def make_socket(
 
 
 def local_workers(settings: Settings) -> int:
-    """pipeline.workers, with 0 meaning CPU cores minus one, at least one."""
-    return settings.pipeline.workers or max(1, (os.cpu_count() or 2) - 1)
+    """How many OCR workers the supervisor starts: pipeline.workers, with 0 meaning the CPUs
+    this process may run on minus one (for capture+detect), at least one.
+
+    The same number sizes the pool and splits pipeline.crop_hwm over the crops
+    PUSH's pipes. Regression: the split used os.cpu_count() while the pool used
+    the affinity mask, so under systemd CPUAffinity= or a container's cpuset
+    the crops high-water mark was divided by the machine's cores, not the pool's.
+    """
+    return settings.pipeline.workers or max(1, len(os.sched_getaffinity(0)) - 1)
 
 
 def crop_pusher(ctx: zmq.Context, endpoints: Endpoints, settings: Settings) -> zmq.Socket:
@@ -263,6 +277,70 @@ def result_publisher(ctx: zmq.Context, endpoint: str, curve: ClientCurve | None 
     (`drain_subscriptions`). A CURVE client on tcp when `curve` is given.
     """
     sock = make_socket(ctx, zmq.XPUB, linger_ms=RESULTS_LINGER_MS, sndhwm=RESULTS_SNDHWM)
+    connect(sock, endpoint, curve)
+    return sock
+
+
+@dataclass
+class PublisherProxy:
+    """The publisher's two sockets, bound, and the ZAP authenticator that guards their tcp binds."""
+
+    xsub: zmq.Socket  # results in: every producer's XPUB connects here
+    xpub: zmq.Socket  # subscribers out
+    authenticator: ThreadAuthenticator | None
+
+    def close(self) -> None:
+        self.xsub.close()
+        self.xpub.close()
+        if self.authenticator is not None:  # after the sockets: its thread owns a socket of the context
+            self.authenticator.stop()
+            self.authenticator = None
+
+
+def publisher_proxy(ctx: zmq.Context, endpoints: Endpoints, settings: Settings) -> PublisherProxy:
+    """The publisher's XSUB (bound on results, pool_results) and XPUB (publish_local, publish).
+
+    XSUB: no HWM games, the publisher drains it as fast as it can; LINGER 0, a
+    subscription not yet sent upstream is worthless after exit. XPUB: SNDHWM =
+    bus.publish_hwm per subscriber, so a slow subscriber loses messages (XPUB
+    drops per pipe) and neither capture nor the other subscribers wait for it.
+    CURVE on the tcp binds when keys are configured; the authenticator runs
+    before anything binds.
+    """
+    curve = ServerCurve.from_settings(settings)
+    remote = [e for e in endpoints.result_binds + endpoints.publish_binds if not is_local(e)]
+    authenticator = start_authenticator(ctx, curve) if curve is not None and remote else None
+    xsub = make_socket(ctx, zmq.XSUB, linger_ms=NO_LINGER_MS)
+    xpub = make_socket(ctx, zmq.XPUB, linger_ms=PUBLISH_LINGER_MS, sndhwm=settings.bus.publish_hwm)
+    proxy = PublisherProxy(xsub, xpub, authenticator)
+    try:
+        bind(xsub, endpoints.result_binds, curve)
+        bind(xpub, endpoints.publish_binds, curve)
+    except BaseException:
+        proxy.close()
+        raise
+    return proxy
+
+
+def subscriber(
+    ctx: zmq.Context,
+    endpoint: str,
+    topics: Iterable[str],
+    *,
+    rcvhwm: int,
+    curve: ClientCurve | None = None,
+    reconnect_ivl_max_ms: int = RECONNECT_IVL_MAX_MS,
+) -> zmq.Socket:
+    """A SUB on a publisher's XPUB (tools, the supervisor's stats link, tests): LINGER 0, subscribed
+    to each topic prefix ("" = everything), a CURVE client on tcp when `curve` is given.
+
+    `reconnect_ivl_max_ms` lower than the default for a local link that must
+    hear a restarted publisher again within seconds (the systemd watchdog).
+    """
+    sock = make_socket(ctx, zmq.SUB, linger_ms=NO_LINGER_MS, rcvhwm=rcvhwm)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, reconnect_ivl_max_ms)
+    for topic in topics:
+        sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
     connect(sock, endpoint, curve)
     return sock
 

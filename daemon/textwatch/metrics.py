@@ -24,7 +24,6 @@ registry without bound.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import time
@@ -48,7 +47,7 @@ NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 OCR_STATUSES = ("text", "empty", "failed")
 
 
-# ---------------------------------------------------------------- fields every process adds to its stats
+# ---------------------------------------------------------------- a field every process adds to its stats
 
 
 def rss_bytes() -> int | None:
@@ -59,15 +58,6 @@ def rss_bytes() -> int | None:
     except (OSError, IndexError, ValueError):
         return None
     return resident_pages * os.sysconf("SC_PAGE_SIZE")
-
-
-def process_fields(started: float) -> dict[str, float | int]:
-    """`started` (UNIX seconds) and `rss_bytes` (absent where unknown), for every stats message."""
-    fields: dict[str, float | int] = {"started": started}
-    rss = rss_bytes()
-    if rss is not None:
-        fields["rss_bytes"] = rss
-    return fields
 
 
 # ---------------------------------------------------------------- the exporter
@@ -89,13 +79,6 @@ class _Observation:
     value: float
     metric: Counter
     labels: tuple[str, ...]
-
-
-def _number(value: Any) -> float | None:
-    """A finite, non-negative number (bool excluded), else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) and value >= 0 else None
 
 
 class Exporter:
@@ -231,19 +214,19 @@ class Exporter:
 
     # ------------------------------------------------------------ stats
 
-    def observe_stats(self, stats: dict[str, Any], now: float) -> None:
-        """One process's stats message: mirror its counters, gauges and restarts."""
-        name = stats.get("process")
-        if not isinstance(name, str) or not NAME.match(name):
+    def observe_stats(self, stats: wire.Stats, now: float) -> None:
+        """One process's stats message (validated by wire.stats_from_dict): mirror its counters, gauges and restarts."""
+        name = stats.process
+        if not NAME.match(name):
             self.ignored.labels("bad_process_name").inc()
             return
         known = self._processes.get(name)
         if known is None and len(self._processes) >= MAX_PROCESSES:
             self.ignored.labels("too_many_processes").inc()
             return
-        cameras = list(self._cameras(stats))
+        cameras = self._cameras(stats)
         observations = list(self._observations(name, stats, cameras))
-        started = _number(stats.get("started"))
+        started = stats.started
         first = known is None
         if known is None:
             known = self._processes[name] = _Process(started=started, last_seen=now)
@@ -264,34 +247,30 @@ class Exporter:
         self._detect_latency(known, name, stats, deltas)
 
     def _observations(
-        self, name: str, stats: dict[str, Any], cameras: list[tuple[str, dict[str, Any]]]
+        self, name: str, stats: wire.Stats, cameras: dict[str, wire.CameraStats]
     ) -> Iterable[_Observation]:
         """Every cumulative counter in this stats message, with the metric it mirrors into."""
-        for key, metric, labels, scale in self._counters_by_role.get(str(stats.get("role")), []):
-            value = _number(stats.get(key))
-            if value is not None:
-                yield _Observation((key,), value * scale, metric, (name, *labels))
-        dropped = stats.get("crops_dropped")
-        if isinstance(dropped, dict):
-            for reason, count in dropped.items():
-                value = _number(count)
-                if value is not None and isinstance(reason, str) and NAME.match(reason):
-                    yield _Observation(("crops_dropped", reason), value, self.crops_dropped, (name, reason))
-        for camera, counters in cameras:
-            for key, metric in self._camera_counters.items():
-                value = _number(counters.get(key))
-                if value is not None:
-                    yield _Observation(("camera", camera, key), value, metric, (camera,))
-
-    def _cameras(self, stats: dict[str, Any]) -> Iterable[tuple[str, dict[str, Any]]]:
-        cameras = stats.get("cameras")
-        if not isinstance(cameras, dict):
-            return
+        for key, metric, labels, scale in self._counters_by_role[stats.role]:
+            yield _Observation((key,), float(getattr(stats, key)) * scale, metric, (name, *labels))
+        if isinstance(stats, wire.DetectStats):
+            for reason, count in stats.crops_dropped.items():
+                if NAME.match(reason):
+                    yield _Observation(("crops_dropped", reason), float(count), self.crops_dropped, (name, reason))
         for camera, counters in cameras.items():
-            if camera not in self.cameras or not isinstance(counters, dict):
+            for key, metric in self._camera_counters.items():
+                yield _Observation(("camera", camera, key), float(getattr(counters, key)), metric, (camera,))
+
+    def _cameras(self, stats: wire.Stats) -> dict[str, wire.CameraStats]:
+        """detect's cameras that the config knows; any other is ignored and counted (its id may be a URL)."""
+        if not isinstance(stats, wire.DetectStats):
+            return {}
+        known = {}
+        for camera, counters in stats.cameras.items():
+            if camera not in self.cameras:
                 self.ignored.labels("unknown_camera").inc()
                 continue
-            yield camera, counters
+            known[camera] = counters
+        return known
 
     def _mirror(self, process: _Process, observation: _Observation, whole: bool) -> float:
         """Add what the counter grew by since the last stats (all of it after a restart); returns that."""
@@ -304,21 +283,19 @@ class Exporter:
         self._record(process, observation.metric, observation.labels).inc(delta)
         return delta
 
-    def _process_gauges(self, process: _Process, name: str, stats: dict[str, Any], now: float) -> None:
+    def _process_gauges(self, process: _Process, name: str, stats: wire.Stats, now: float) -> None:
         self._record(process, self.last_seen, (name,)).set(now)
         if process.started is not None:
             self._record(process, self.start_time, (name,)).set(process.started)
-        rss = _number(stats.get("rss_bytes"))
-        if rss is not None:
-            self._record(process, self.resident_memory, (name,)).set(rss)
-        pending = _number(stats.get("frames_pending"))
-        if pending is not None and stats.get("role") == "publisher":
-            self._record(process, self.frames_pending, (name,)).set(pending)
+        if stats.rss_bytes is not None:
+            self._record(process, self.resident_memory, (name,)).set(stats.rss_bytes)
+        if isinstance(stats, wire.PublisherStats):
+            self._record(process, self.frames_pending, (name,)).set(stats.frames_pending)
 
     def _camera_gauges(
         self,
         process: _Process,
-        cameras: list[tuple[str, dict[str, Any]]],
+        cameras: dict[str, wire.CameraStats],
         deltas: dict[tuple[str, ...], float],
         baseline: bool,
     ) -> None:
@@ -329,9 +306,8 @@ class Exporter:
         running when this exporter started (the publisher restarted) gives a baseline: the
         crops it sent before are not counted. Crops lost with a killed worker stay counted.
         """
-        for camera, counters in cameras:
-            if isinstance(counters.get("up"), bool):
-                self._record(process, self.source_up, (camera,)).set(1 if counters["up"] else 0)
+        for camera, counters in cameras.items():
+            self._record(process, self.source_up, (camera,)).set(1 if counters.up else 0)
             sent = deltas.get(("camera", camera, "crops_sent"))
             if sent is None:
                 continue
@@ -340,10 +316,10 @@ class Exporter:
             self._record(process, self.crops_in_flight, (camera,)).set(max(0, balance))
 
     def _detect_latency(
-        self, process: _Process, name: str, stats: dict[str, Any], deltas: dict[tuple[str, ...], float]
+        self, process: _Process, name: str, stats: wire.Stats, deltas: dict[tuple[str, ...], float]
     ) -> None:
         batches, seconds = deltas.get(("batches",)), deltas.get(("detect_ms_total",))
-        if stats.get("role") == "detect" and batches and seconds is not None:
+        if isinstance(stats, wire.DetectStats) and batches and seconds is not None:
             self._record(process, self.detect_batch_seconds, (name,)).set(seconds / batches)
 
     def _record(self, process: _Process, metric: MetricWrapperBase, labels: tuple[str, ...]) -> Any:

@@ -14,7 +14,9 @@ Published (workers/detect/aggregator PUB -> XSUB/XPUB proxy -> subscribers):
     text.<camera>   one read region
     frame.<camera>  all regions of one frame, once all are read or timed out
     event.<camera>  source_up / source_down (and why)
-    stats           a process's counters, every few seconds
+    stats           a process's counters, every few seconds: DetectStats,
+                    WorkerStats or PublisherStats by its "role"; cumulative
+                    since the process `started` (a restart starts them again)
     track.<camera>  a tracked region appeared, its consolidated text changed, or it is gone
 
 Internal (detect -> publisher only, never forwarded to subscribers):
@@ -202,6 +204,143 @@ def track_notice_from_dict(raw: dict[str, Any]) -> TrackNotice:
     return notice
 
 
+# ---------------------------------------------------------------- stats
+
+
+@dataclass(frozen=True)
+class CameraStats:
+    """One camera's counters in detect's stats (the reader's CaptureCounters plus crops sent)."""
+
+    frames_read: int
+    frames_skipped: int  # replaced by a newer frame before detect took them, or over max_fps
+    frames_delivered: int  # taken by detect
+    reconnects: int
+    stalls: int
+    read_errors: int
+    up: bool  # the source delivers frames now
+    crops_sent: int
+
+
+@dataclass(frozen=True)
+class DetectStats:
+    """stats from the capture+detect process."""
+
+    process: str
+    ts: float
+    frames: int  # frames through the detector
+    batches: int  # batched forwards
+    detect_ms_total: float
+    detect_ms_avg: float  # per batched forward, since start
+    crops_sent: int
+    crops_dropped: dict[str, int]  # by reason: queue_full, events_full, publish_full
+    cameras: dict[str, CameraStats]
+    ocr_skipped: dict[str, int]  # regions the tracker's schedule did not send, by reason
+    regions_ignored: dict[str, int]  # regions the camera's filters dropped, by reason
+    started: float | None = None  # UNIX seconds; absent from processes that do not say
+    rss_bytes: int | None = None  # absent where unknown (no /proc)
+    role: str = "detect"
+    v: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class WorkerStats:
+    """stats from an OCR worker (local ocr-N or a remote one)."""
+
+    process: str
+    ts: float
+    crops_read: int  # text + empty + failed
+    text: int
+    empty: int
+    failed: int
+    timeouts: int  # failed readings abandoned at ocr.timeout_ms (also in failed)
+    rejected: int  # messages that were not valid crops
+    ocr_ms_total: float
+    started: float | None = None
+    rss_bytes: int | None = None
+    role: str = "worker"
+    v: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class PublisherStats:
+    """stats from the publisher: the proxy's and the frame aggregator's counters."""
+
+    process: str
+    ts: float
+    forwarded: int  # producer messages passed to subscribers
+    rejected: int  # malformed producer messages, dropped
+    subscriptions: int  # subscribe/unsubscribe messages passed upstream
+    frames: int  # frames published complete
+    frames_incomplete: int  # published at their deadline with regions missing
+    frames_evicted: int  # published early, incomplete, when too many were pending
+    frames_duplicates: int  # a region that arrived twice
+    frames_late: int  # a region whose frame was already published
+    frames_lost: int  # frames sent to the pool none of whose regions came back
+    regions_missing: int  # regions of published frames never read
+    frames_pending: int  # gauge: frames being collected
+    tracks_live: int  # gauge: tracks the TrackBook holds
+    started: float | None = None
+    rss_bytes: int | None = None
+    role: str = "publisher"
+    v: int = SCHEMA_VERSION
+
+
+Stats = DetectStats | WorkerStats | PublisherStats
+
+
+def stats_payload(stats: Stats) -> dict[str, Any]:
+    """The JSON object of a stats message: `started` and `rss_bytes` are left out where unknown."""
+    return {k: v for k, v in asdict(stats).items() if not (k in ("started", "rss_bytes") and v is None)}
+
+
+def stats_from_dict(raw: dict[str, Any]) -> Stats:
+    """A stats message's typed form by its role; WireError for an unknown role or a bad field.
+
+    Counters must be non-negative: the metrics exporter mirrors them into
+    Prometheus counters, which only go up.
+    """
+    role = raw.get("role")
+    try:
+        common = {"process": _str(raw, "process"), "ts": _float(raw, "ts"),
+                  "started": _optional(raw, "started", _float), "rss_bytes": _optional(raw, "rss_bytes", _count)}
+        if role == "detect":
+            return DetectStats(
+                **common, **_counts_of(raw, DETECT_COUNTS), detect_ms_total=_amount(raw, "detect_ms_total"),
+                detect_ms_avg=_amount(raw, "detect_ms_avg"), crops_dropped=_count_map(raw, "crops_dropped"),
+                cameras={camera: _camera_stats(value) for camera, value in _map(raw, "cameras").items()},
+                ocr_skipped=_count_map(raw, "ocr_skipped"), regions_ignored=_count_map(raw, "regions_ignored"),
+            )
+        if role == "worker":
+            return WorkerStats(**common, **_counts_of(raw, WORKER_COUNTS), ocr_ms_total=_amount(raw, "ocr_ms_total"))
+        if role == "publisher":
+            return PublisherStats(**common, **_counts_of(raw, PUBLISHER_COUNTS))
+    except (KeyError, TypeError) as err:
+        raise WireError(f"{role} stats field missing or mistyped: {err}") from None
+    raise WireError(f"stats of unknown role {role!r}")
+
+
+DETECT_COUNTS = ("frames", "batches", "crops_sent")
+WORKER_COUNTS = ("crops_read", "text", "empty", "failed", "timeouts", "rejected")
+PUBLISHER_COUNTS = (
+    "forwarded", "rejected", "subscriptions", "frames", "frames_incomplete", "frames_evicted", "frames_duplicates",
+    "frames_late", "frames_lost", "regions_missing", "frames_pending", "tracks_live",
+)
+CAMERA_COUNTS = ("frames_read", "frames_skipped", "frames_delivered", "reconnects", "stalls", "read_errors", "crops_sent")
+
+
+def _camera_stats(raw: Any) -> CameraStats:
+    if not isinstance(raw, dict):
+        raise TypeError("a camera's stats are not an object")
+    up = raw["up"]
+    if not isinstance(up, bool):
+        raise TypeError("up is not a boolean")
+    return CameraStats(**_counts_of(raw, CAMERA_COUNTS), up=up)
+
+
+def _counts_of(raw: dict[str, Any], keys: tuple[str, ...]) -> dict[str, int]:
+    return {key: _count(raw, key) for key in keys}
+
+
 # ---------------------------------------------------------------- crops
 
 
@@ -262,9 +401,8 @@ def topic(kind: str, camera: str | None = None) -> str:
 
 
 def encode_published(kind: str, payload: Any, camera: str | None = None) -> list[bytes]:
-    """[topic, JSON] for text/frame/event (a dataclass) or stats (a dict)."""
-    body = asdict(payload) if hasattr(payload, "__dataclass_fields__") else dict(payload)
-    body.setdefault("v", SCHEMA_VERSION)
+    """[topic, JSON] of a message dataclass (text, frame, event, track, stats, the internal notices)."""
+    body = stats_payload(payload) if isinstance(payload, Stats) else asdict(payload)
     return [topic(kind, camera).encode(), _dumps(body)]
 
 
@@ -343,6 +481,38 @@ def _float(raw: dict[str, Any], key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise TypeError(f"{key} is not a finite number")
     return float(value)
+
+
+def _count(raw: dict[str, Any], key: str) -> int:
+    value = _int(raw, key)
+    if value < 0:
+        raise TypeError(f"{key} is negative")
+    return value
+
+
+def _amount(raw: dict[str, Any], key: str) -> float:
+    value = _float(raw, key)
+    if value < 0:
+        raise TypeError(f"{key} is negative")
+    return value
+
+
+def _optional(raw: dict[str, Any], key: str, parse: Any) -> Any:
+    """parse(raw, key), or None where the key is absent or null."""
+    return None if raw.get(key) is None else parse(raw, key)
+
+
+def _map(raw: dict[str, Any], key: str) -> dict[str, Any]:
+    value = raw[key]
+    if not isinstance(value, dict):
+        raise TypeError(f"{key} is not an object")
+    return value
+
+
+def _count_map(raw: dict[str, Any], key: str) -> dict[str, int]:
+    """An object of non-negative integer counts by name (crops_dropped by reason, ...)."""
+    value = _map(raw, key)
+    return {name: _count(value, name) for name in value}
 
 
 def _ints(raw: dict[str, Any], key: str, count: int) -> tuple[int, ...]:

@@ -22,21 +22,24 @@ from dataclasses import dataclass, field
 import zmq
 
 from textwatch import bus
-from textwatch.metrics import process_fields
 from textwatch.bus import Endpoints
 from textwatch.capture import CameraReader, Frame
 from textwatch.config import Settings
 from textwatch.tracking.plan import RegionPlanner
 from textwatch.detect.runtime import Detection, Detector
-from textwatch.errors import TextwatchError
 from textwatch.log import get_logger
+from textwatch.metrics import rss_bytes
+from textwatch.processes import child
+from textwatch.processes.child import Process
 from textwatch.wire import (
     TOPIC_EVENT,
     TOPIC_FRAME,
     TOPIC_FRAME_NOTICE,
     TOPIC_STATS,
     TOPIC_TRACK_NOTICE,
+    CameraStats,
     CropHeader,
+    DetectStats,
     FrameNotice,
     FrameResult,
     SourceEvent,
@@ -53,8 +56,8 @@ MAX_QUEUED_EVENTS = 1000
 
 
 @dataclass
-class DetectStats:
-    """What this process did since it started; published as `stats`."""
+class DetectCounters:
+    """What this process did since it started; published as wire.DetectStats."""
 
     frames: int = 0
     crops_sent: int = 0
@@ -63,24 +66,14 @@ class DetectStats:
     detect_ms_total: float = 0.0
     batches: int = 0
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "frames": self.frames,
-            "crops_sent": self.crops_sent,
-            "crops_dropped": dict(self.crops_dropped),
-            "detect_ms_avg": round(self.detect_ms_total / max(1, self.batches), 2),
-            "detect_ms_total": round(self.detect_ms_total, 3),
-            "batches": self.batches,
-        }
 
-
-class DetectProcess:
+class DetectProcess(Process):
     """The loop: take the newest frames, detect in one batch, send crops, publish the rest."""
 
+    role = "detect"
+
     def __init__(self, settings: Settings, endpoints: Endpoints, name: str, stop: threading.Event) -> None:
-        self.settings = settings
-        self.name = name
-        self.stop = stop
+        super().__init__(settings, endpoints, name, stop)
         self.log = get_logger()
         self.detector = Detector(settings.detector)
         self.context = zmq.Context()
@@ -89,20 +82,12 @@ class DetectProcess:
         self.events: queue.Queue[SourceEvent] = queue.Queue(maxsize=MAX_QUEUED_EVENTS)
         self.readers = [CameraReader(camera, on_event=self.queue_event) for camera in settings.cameras]
         self.last_seq = {camera.id: -1 for camera in settings.cameras}
-        self.stats = DetectStats()
+        self.stats = DetectCounters()
         self.planner = RegionPlanner(settings)
         self.started = time.time()
         self.next_stats = time.monotonic() + settings.pipeline.stats_interval_s
-
-    def run(self) -> int:
         for reader in self.readers:
             reader.start()
-        try:
-            while not self.stop.is_set() and not self.sources_finished():
-                self.step()
-        finally:
-            self.close()
-        return 0
 
     def step(self) -> None:
         """One pass: events out, newest frames in, detect, crops out, stats when due."""
@@ -203,16 +188,20 @@ class DetectProcess:
         if now < self.next_stats and not force:
             return
         self.next_stats = now + self.settings.pipeline.stats_interval_s
+        counts = self.stats
         cameras = {
-            reader.camera_id: {**reader.counters.as_dict(), "crops_sent": self.stats.crops_sent_by_camera[reader.camera_id]}
+            reader.camera_id: CameraStats(**reader.counters.as_dict(), crops_sent=counts.crops_sent_by_camera[reader.camera_id])
             for reader in self.readers
         }
-        body = {
-            "process": self.name, "role": "detect", "ts": time.time(), "cameras": cameras,
-            **self.stats.as_dict(), **process_fields(self.started),
-            "ocr_skipped": self.planner.skipped(), "regions_ignored": dict(self.planner.ignored),
-        }
-        self._publish(encode_published(TOPIC_STATS, body))
+        stats = DetectStats(
+            process=self.name, ts=time.time(), frames=counts.frames, batches=counts.batches,
+            detect_ms_total=round(counts.detect_ms_total, 3),
+            detect_ms_avg=round(counts.detect_ms_total / max(1, counts.batches), 2),
+            crops_sent=counts.crops_sent, crops_dropped=dict(counts.crops_dropped), cameras=cameras,
+            ocr_skipped=self.planner.skipped(), regions_ignored=dict(self.planner.ignored),
+            started=self.started, rss_bytes=rss_bytes(),
+        )
+        self._publish(encode_published(TOPIC_STATS, stats))
 
     def _publish(self, message: list[bytes]) -> None:
         """PUB never blocks; a message beyond the HWM is dropped by ZeroMQ (counted here)."""
@@ -221,8 +210,8 @@ class DetectProcess:
         except zmq.Again:
             self.stats.crops_dropped["publish_full"] += 1
 
-    def sources_finished(self) -> bool:
-        """All readers ended for good (non-looped files played to the end)."""
+    def done(self) -> bool:
+        """All readers ended for good (non-looped files played to the end): exit 0, the daemon stops."""
         return all(reader.finished for reader in self.readers)
 
     def close(self) -> None:
@@ -239,12 +228,5 @@ class DetectProcess:
         self.context.term()
 
 
-def run_detect(settings: Settings, endpoints: Endpoints, name: str, stop: threading.Event) -> int:
-    """Child entry: exit 0 when stopped or when every source has ended."""
-    try:
-        process = DetectProcess(settings, endpoints, name, stop)
-    except TextwatchError as err:
-        get_logger().error("detect_start_failed", error=str(err), code=int(err.exit_code))
-        return int(err.exit_code)
-    return process.run()
-
+if __name__ == "__main__":
+    raise SystemExit(child.main(DetectProcess, "detect-0"))

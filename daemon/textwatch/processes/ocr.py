@@ -28,7 +28,7 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import structlog
@@ -36,9 +36,11 @@ import zmq
 
 from textwatch import bus, wire
 from textwatch.config import Settings, load_settings
-from textwatch.errors import ExitCode, TextwatchError
+from textwatch.errors import ExitCode
 from textwatch.log import get_logger
-from textwatch.metrics import process_fields, rss_bytes
+from textwatch.metrics import rss_bytes
+from textwatch.processes import child
+from textwatch.processes.child import Process
 from textwatch.recognize import TIMEOUT, Reading, Recognizer
 
 DRAIN_QUIET_MS = 300  # on stop, a queue silent this long is considered empty
@@ -91,18 +93,64 @@ class RecyclePolicy:
         return None
 
 
-@dataclass
-class Worker:
-    """One worker's state; `run_worker` drives it."""
+class OcrWorker(Process):
+    """One OCR worker: PULL a crop, read it, PUB its text result; stats every stats_interval_s."""
 
-    name: str
-    recognizer: Recognizer
-    crops: zmq.Socket
-    results: zmq.Socket
-    counters: WorkerCounters = field(default_factory=WorkerCounters)
-    started: float = field(default_factory=time.time)
-    recycle: RecyclePolicy = field(default_factory=lambda: RecyclePolicy(0, 0))
-    retire_reason: str | None = None  # set once the policy says this worker should be replaced
+    role = "worker"
+
+    def __init__(self, settings: Settings, endpoints: bus.Endpoints, name: str, stop: threading.Event) -> None:
+        super().__init__(settings, endpoints, name, stop)
+        self.log = get_logger()
+        self.counters = WorkerCounters()
+        self.started = time.time()
+        self.recycle = RecyclePolicy.from_settings(settings)
+        self.retire_reason: str | None = None  # set once the policy says this worker should be replaced
+        self.crops: zmq.Socket | None = None
+        self.results: zmq.Socket | None = None
+        self.recognizer = Recognizer(settings.ocr)  # a TextwatchError here: the worker cannot start
+        try:
+            self.open_sockets()
+        except BaseException:
+            self.close()
+            raise
+        self.poller = zmq.Poller()
+        self.poller.register(self.crops, zmq.POLLIN)
+        self.poller.register(self.results, zmq.POLLIN)  # subscription messages from the publisher
+        self.next_stats = time.monotonic() + settings.pipeline.stats_interval_s
+        self.log.info("worker_started", crops=endpoints.crops, results=endpoints.results)
+
+    def open_sockets(self) -> None:
+        """Results first, and wait (bounded) for the publisher's subscription before taking crops:
+        a crop read before the publisher listens would be a result dropped."""
+        ctx = zmq.Context.instance()
+        curve = bus.ClientCurve.from_settings(self.settings)  # ignored on ipc endpoints
+        self.results = bus.result_publisher(ctx, self.endpoints.results, curve)
+        if not bus.wait_for_subscriber(self.results, SUBSCRIBER_WAIT_S, self.stop):
+            self.log.warning("publisher_not_reachable", results=self.endpoints.results, note="taking crops anyway")
+        self.crops = bus.crop_puller(ctx, self.endpoints.crops, curve)
+
+    def step(self) -> None:
+        """Take one crop (waiting at most POLL_MS), then stats when due."""
+        ready = dict(self.poller.poll(POLL_MS))
+        if self.results in ready:
+            bus.drain_subscriptions(self.results)
+        if self.crops in ready and not self.stop.is_set():
+            self.handle(self.crops.recv_multipart(zmq.NOBLOCK))
+        if time.monotonic() >= self.next_stats:
+            self.publish_stats()
+            self.next_stats = time.monotonic() + self.settings.pipeline.stats_interval_s
+
+    def done(self) -> bool:
+        return self.retire_reason is not None
+
+    def finish(self) -> int:
+        """Retire (recycling), or drain what is queued for us and report (a stop)."""
+        if self.retire_reason is not None:
+            return self.retire()
+        self.drain(self.settings.pipeline.shutdown_grace_s)
+        self.publish_stats()
+        self.log.info("worker_stopped", **self.counters.as_dict())
+        return int(ExitCode.OK)
 
     def handle(self, frames: list[bytes]) -> None:
         """Decode, read and publish one crop message; a malformed one is counted and skipped."""
@@ -110,13 +158,13 @@ class Worker:
             header, pixels = wire.decode_crop(frames)
         except wire.WireError as err:
             self.counters.rejected += 1
-            get_logger().warning("crop_rejected", reason=str(err))
+            self.log.warning("crop_rejected", reason=str(err))
             return
         start = time.perf_counter()
         reading = self.read(pixels, header.text_height)
         self.counters.ocr_ms_total += (time.perf_counter() - start) * 1000.0
         self.count(reading)
-        self.publish(wire.TOPIC_TEXT, text_result(header, reading, self.name), header.camera)
+        self.publish(wire.encode_published(wire.TOPIC_TEXT, text_result(header, reading, self.name), header.camera))
         self.check_recycle()
 
     def check_recycle(self) -> None:
@@ -132,7 +180,7 @@ class Worker:
         try:
             return self.recognizer.read(pixels, text_height)
         except Exception as err:  # noqa: BLE001 - a bug on one crop must not stop the pool; logged with traceback
-            get_logger().exception("read_crashed")
+            self.log.exception("read_crashed")
             return Reading("failed", error=f"{type(err).__name__}: {err}")
 
     def count(self, reading: Reading) -> None:
@@ -141,17 +189,44 @@ class Worker:
         if reading.error == TIMEOUT:
             self.counters.timeouts += 1
 
-    def publish(self, kind: str, payload: object, camera: str | None = None) -> None:
-        # PUB semantics: never blocks; past RESULTS_SNDHWM (or with no publisher) it drops.
+    def publish(self, message: list[bytes]) -> None:
+        """PUB semantics: never blocks; past RESULTS_SNDHWM (or with no publisher) ZeroMQ drops it."""
+        assert self.results is not None
         try:
-            self.results.send_multipart(wire.encode_published(kind, payload, camera), zmq.NOBLOCK)
+            self.results.send_multipart(message, zmq.NOBLOCK)
         except zmq.Again:
             pass
 
     def publish_stats(self) -> None:
-        counters = {**self.counters.as_dict(), "ocr_ms_total": round(self.counters.ocr_ms_total, 3)}
-        stats = {"process": self.name, "role": "worker", "ts": time.time(), **counters, **process_fields(self.started)}
-        self.publish(wire.TOPIC_STATS, stats)
+        c = self.counters
+        stats = wire.WorkerStats(
+            process=self.name, ts=time.time(), crops_read=c.crops_read, text=c.text, empty=c.empty, failed=c.failed,
+            timeouts=c.timeouts, rejected=c.rejected, ocr_ms_total=round(c.ocr_ms_total, 3),
+            started=self.started, rss_bytes=rss_bytes(),
+        )
+        self.publish(wire.encode_published(wire.TOPIC_STATS, stats))
+
+    def retire(self) -> int:
+        """Recycling: take nothing more (close the PULL, so PUSH deals to the others), report, exit RECYCLE."""
+        assert self.crops is not None
+        self.crops.close()
+        self.publish_stats()
+        self.log.info("worker_retiring", reason=self.retire_reason, rss_bytes=rss_bytes(), **self.counters.as_dict())
+        return int(ExitCode.RECYCLE)
+
+    def drain(self, grace_s: float) -> None:
+        """After stop: read the crops already queued for this worker, until none comes for
+        DRAIN_QUIET_MS or the grace period ends, so a clean shutdown loses no accepted crop."""
+        assert self.crops is not None
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and self.crops.poll(DRAIN_QUIET_MS, zmq.POLLIN):
+            self.handle(self.crops.recv_multipart(zmq.NOBLOCK))
+
+    def close(self) -> None:
+        for sock in (self.crops, self.results):
+            if sock is not None:
+                sock.close()
+        self.recognizer.close()
 
 
 def text_result(header: wire.CropHeader, reading: Reading, worker: str) -> wire.TextResult:
@@ -173,83 +248,6 @@ def text_result(header: wire.CropHeader, reading: Reading, worker: str) -> wire.
     )
 
 
-def run_worker(
-    settings: Settings,
-    crops_endpoint: str,
-    results_endpoint: str,
-    name: str,
-    stop: threading.Event | None = None,
-) -> int:
-    """Read crops until stopped; returns the exit code (0 on stop, the error's code if OCR can't start)."""
-    stop = stop or threading.Event()
-    restore = bus.stop_on_signals(stop)
-    bus.set_process_title(f"textwatch: worker {name}")
-    structlog.contextvars.bind_contextvars(process=name)
-    log = get_logger()
-    try:
-        recognizer = Recognizer(settings.ocr)
-    except TextwatchError as err:
-        restore()
-        log.error("worker_cannot_start", error=str(err))
-        return int(err.exit_code)
-    ctx = zmq.Context.instance()
-    curve = bus.ClientCurve.from_settings(settings)  # ignored on ipc endpoints
-    results = bus.result_publisher(ctx, results_endpoint, curve)
-    crops: zmq.Socket | None = None
-    try:
-        if not bus.wait_for_subscriber(results, SUBSCRIBER_WAIT_S, stop):
-            log.warning("publisher_not_reachable", results=results_endpoint, note="taking crops anyway")
-        crops = bus.crop_puller(ctx, crops_endpoint, curve)
-        worker = Worker(name, recognizer, crops, results, recycle=RecyclePolicy.from_settings(settings))
-        log.info("worker_started", crops=crops_endpoint, results=results_endpoint)
-        _loop(worker, settings.pipeline.stats_interval_s, stop)
-        if worker.retire_reason is not None:
-            return _retire(worker, crops)
-        _drain(worker, settings.pipeline.shutdown_grace_s)
-        worker.publish_stats()
-        log.info("worker_stopped", **worker.counters.as_dict())
-        return int(ExitCode.OK)
-    finally:
-        restore()
-        if crops is not None:
-            crops.close()
-        results.close()
-        recognizer.close()
-
-
-def _loop(worker: Worker, stats_interval_s: float, stop: threading.Event) -> None:
-    """Take one crop at a time; look at `stop` between crops and at least every POLL_MS."""
-    poller = zmq.Poller()
-    poller.register(worker.crops, zmq.POLLIN)
-    poller.register(worker.results, zmq.POLLIN)  # subscription messages from the publisher
-    next_stats = time.monotonic() + stats_interval_s
-    while not stop.is_set() and worker.retire_reason is None:
-        ready = dict(poller.poll(POLL_MS))
-        if worker.results in ready:
-            bus.drain_subscriptions(worker.results)
-        if worker.crops in ready and not stop.is_set():
-            worker.handle(worker.crops.recv_multipart(zmq.NOBLOCK))
-        if time.monotonic() >= next_stats:
-            worker.publish_stats()
-            next_stats = time.monotonic() + stats_interval_s
-
-
-def _retire(worker: Worker, crops: zmq.Socket) -> int:
-    """Recycling: take nothing more (close the PULL, so PUSH deals to the others), report, exit RECYCLE."""
-    crops.close()
-    worker.publish_stats()
-    get_logger().info("worker_retiring", reason=worker.retire_reason, rss_bytes=rss_bytes(), **worker.counters.as_dict())
-    return int(ExitCode.RECYCLE)
-
-
-def _drain(worker: Worker, grace_s: float) -> None:
-    """After stop: read the crops already queued for this worker, until none comes for
-    DRAIN_QUIET_MS or the grace period ends, so a clean shutdown loses no accepted crop."""
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and worker.crops.poll(DRAIN_QUIET_MS, zmq.POLLIN):
-        worker.handle(worker.crops.recv_multipart(zmq.NOBLOCK))
-
-
 # ---------------------------------------------------------------- `textwatch worker`
 
 
@@ -265,6 +263,11 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
 def run_worker_cli(args: argparse.Namespace) -> int:
     """`textwatch worker --connect tcp://HOST:PORT`: a remote worker for a daemon's pool."""
     settings = load_settings(args.config)
-    crops, results = bus.remote_endpoints(args.connect)
+    endpoints = bus.Endpoints.remote_worker(args.connect)
     name = args.name or f"{socket.gethostname()}-{os.getpid()}"
-    return run_worker(settings, crops, results, name)
+    structlog.contextvars.bind_contextvars(process=name)
+    return child.run_alone(OcrWorker, settings, endpoints, name)
+
+
+if __name__ == "__main__":
+    raise SystemExit(child.main(OcrWorker, "ocr-0"))

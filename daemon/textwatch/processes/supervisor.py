@@ -28,20 +28,19 @@ move), STATUS= and STOPPING=1: see textwatch.processes.systemd.
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import queue
 import signal
-import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.context import SpawnProcess
 
+from textwatch import bus
 from textwatch.bus import Endpoints
 from textwatch.config import Settings
 from textwatch.errors import ExitCode
-from textwatch.log import get_logger, setup_logging
+from textwatch.log import get_logger
+from textwatch.processes import child
 from textwatch.processes.systemd import ServiceNotifier
 
 SPAWN = mp.get_context("spawn")  # no fork: children must not inherit threads or ZeroMQ contexts
@@ -50,79 +49,20 @@ TICK_S = 0.2
 
 @dataclass
 class ChildSpec:
-    """How to (re)start one child: its name, role and the function it runs."""
+    """How to (re)start one child: its name and its role (which process class, which restart rules)."""
 
     name: str
-    role: str  # "publisher" | "worker" | "detect"
-    target: Callable[..., int]
+    role: str  # "publisher" | "worker" | "detect": see child.process_class
     restarts: deque[float] = field(default_factory=deque)
     process: SpawnProcess | None = None
     starts: int = 0
     recycles: int = 0  # planned replacements (ExitCode.RECYCLE), not failures
 
-
-def child_main(target: Callable[..., int], name: str, settings: Settings, endpoints: Endpoints, log_json: bool | None) -> None:
-    """Entry point of every child: identity, signals, then the role's loop; exits with its code."""
-    setup_logging("info", process=name, json=log_json)
-    _set_title(f"textwatch: {name}")
-    _die_with_parent()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the supervisor decides
-    try:
-        code = target(settings, endpoints, name, stop)
-    except Exception:  # noqa: BLE001 - a crash is logged with its traceback and restarted
-        get_logger().exception("child_crashed")
-        code = ExitCode.SOFTWARE
-    raise SystemExit(int(code))
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to send us SIGTERM when the supervisor dies, even by SIGKILL: no orphans
-    holding sockets and cameras after a crash (prctl PR_SET_PDEATHSIG)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        get_logger().warning("no_parent_death_signal", hint="children may outlive a killed supervisor")
-
-
-def _set_title(title: str) -> None:
-    try:
-        import setproctitle  # type: ignore[import-not-found]
-    except ImportError:
-        return
-    setproctitle.setproctitle(title)
-
-
-def worker_count(settings: Settings) -> int:
-    configured = settings.pipeline.workers
-    return configured if configured > 0 else max(1, len(os.sched_getaffinity(0)) - 1)
-
-
-def run_publisher_role(settings: Settings, endpoints: Endpoints, name: str, stop: threading.Event) -> int:
-    from textwatch.processes.publisher import run_publisher
-
-    return run_publisher(settings, endpoints, stop)
-
-
-def run_worker_role(settings: Settings, endpoints: Endpoints, name: str, stop: threading.Event) -> int:
-    from textwatch.processes.ocr import run_worker
-
-    return run_worker(settings, endpoints.crops, endpoints.results, name, stop)
-
-
-def run_detect_role(settings: Settings, endpoints: Endpoints, name: str, stop: threading.Event) -> int:
-    from textwatch.processes.detect import run_detect
-
-    return run_detect(settings, endpoints, name, stop)
-
-
 def child_specs(settings: Settings) -> list[ChildSpec]:
-    specs = [ChildSpec("publisher", "publisher", run_publisher_role)]
-    specs += [ChildSpec(f"ocr-{i}", "worker", run_worker_role) for i in range(worker_count(settings))]
-    specs.append(ChildSpec("detect-0", "detect", run_detect_role))
+    """publisher, ocr-0..N-1, detect-0: the start order (nothing is sent before its receiver exists)."""
+    specs = [ChildSpec("publisher", "publisher")]
+    specs += [ChildSpec(f"ocr-{i}", "worker") for i in range(bus.local_workers(settings))]
+    specs.append(ChildSpec("detect-0", "detect"))
     return specs
 
 
@@ -188,8 +128,8 @@ class Supervisor:
 
     def spawn(self, spec: ChildSpec) -> None:
         spec.process = SPAWN.Process(
-            target=child_main,
-            args=(spec.target, spec.name, self.settings, self.endpoints, self.log_json),
+            target=child.child_main,
+            args=(spec.role, spec.name, self.settings, self.endpoints, self.log_json),
             name=spec.name,
             daemon=False,
         )

@@ -118,21 +118,19 @@ class Progress:
     cameras_total: int = 0
     samples: deque[tuple[float, int, int]] = field(default_factory=deque)  # (time, frames, crops read)
 
-    def observe(self, body: dict[str, Any], now: float) -> None:
+    def observe(self, stats: wire.Stats, now: float) -> None:
         """Take one stats message; stats of other processes (publisher, remote workers) are ignored."""
-        role, name = body.get("role"), body.get("process")
-        if role == "detect":
-            self._observe_detect(body, now)
-        elif role == "worker" and name in self.workers:
-            self.crops_read.setdefault(name, Counter()).update(int(body.get("crops_read", 0)), now)
+        if isinstance(stats, wire.DetectStats):
+            self._observe_detect(stats, now)
+        elif isinstance(stats, wire.WorkerStats) and stats.process in self.workers:
+            self.crops_read.setdefault(stats.process, Counter()).update(stats.crops_read, now)
 
-    def _observe_detect(self, body: dict[str, Any], now: float) -> None:
+    def _observe_detect(self, stats: wire.DetectStats, now: float) -> None:
         if self.detect_first_seen is None:
             self.detect_first_seen = now
-        self.frames.update(int(body.get("frames", 0)), now)
-        cameras = body.get("cameras") or {}
-        self.cameras_total = len(cameras)
-        self.cameras_up = sum(1 for camera in cameras.values() if camera.get("up"))
+        self.frames.update(stats.frames, now)
+        self.cameras_total = len(stats.cameras)
+        self.cameras_up = sum(1 for camera in stats.cameras.values() if camera.up)
         self._sample_rates(now)
 
     def _sample_rates(self, now: float) -> None:
@@ -237,12 +235,12 @@ class ServiceNotifier:
         self.next_status = 0.0
         self.notify_failed = False
         self.context = zmq.Context()
-        self.stats = bus.make_socket(self.context, zmq.SUB, linger_ms=bus.NO_LINGER_MS, rcvhwm=STATS_RCVHWM)
-        self.stats.setsockopt(zmq.SUBSCRIBE, wire.TOPIC_STATS.encode())
         # Loopback reconnects are cheap: after the publisher (re)starts, stats must flow
         # again well within the watchdog interval, not after bus's 5 s backoff cap.
-        self.stats.setsockopt(zmq.RECONNECT_IVL_MAX, STATS_RECONNECT_IVL_MAX_MS)
-        self.stats.connect(local_address(publish_endpoint))
+        self.stats = bus.subscriber(
+            self.context, local_address(publish_endpoint), [wire.TOPIC_STATS],
+            rcvhwm=STATS_RCVHWM, reconnect_ivl_max_ms=STATS_RECONNECT_IVL_MAX_MS,
+        )
         if 2 * settings.pipeline.stats_interval_s > self.stall_window:
             log.warning(
                 "watchdog_shorter_than_stats", watchdog_s=self.stall_window,
@@ -275,8 +273,8 @@ class ServiceNotifier:
                 return
             try:
                 _, body = wire.decode_published(frames)
-                self.progress.observe(body, now)
-            except (wire.WireError, TypeError, ValueError, AttributeError) as err:
+                self.progress.observe(wire.stats_from_dict(body), now)
+            except wire.WireError as err:
                 self.log.warning("stats_rejected", error=str(err))
 
     def announce_ready(self, now: float, worker_restarts: int) -> None:

@@ -18,10 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from textwatch import bus, wire
 from textwatch.config import CameraSettings, OcrSettings, Settings
 from textwatch.errors import TextwatchError
 from textwatch.recognize import Recognizer, make_engine
 from textwatch.tools.samples import SANS, SERIF, line_crop
+
+BENCH_RCVHWM = 100_000  # the bench keeps every message of its window; the publisher's own HWM still applies
 
 WORDS = "invoice total amount station exit platform north sample text align camera street open".split()
 
@@ -211,10 +214,8 @@ def bench_pipeline(
     scheduling modes, so `consolidated_text` (the daemon's own track texts)
     compares what the scene reads with and without OCR scheduling.
     """
-    from textwatch.wire import decode_published
-
     with running_daemon(settings, scene, fast, fps, scheduling) as (sub, _, run_settings):
-        messages = _collect(sub, seconds, warmup, decode_published)
+        messages = _collect(sub, seconds, warmup)
     window = [message for message in messages if message[0] >= 0]
     summary = _summarise(window, seconds, fast, fps, run_settings)
     return {"scene": scene, "scheduling": scheduling, **summary, "consolidated_text": tracked_texts(messages)}
@@ -268,19 +269,15 @@ def running_daemon(
 
     import zmq
 
-    with socket.socket() as probe:
+    with socket.socket() as probe:  # a free port for the daemon's publish endpoint
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with tempfile.TemporaryDirectory(prefix="textwatch-bench-") as runtime:
         video = scene_video(scene, Path(runtime), fps)
         run_settings = pipeline_settings(settings, video, fast, fps, Path(runtime), port, scheduling)
         context = zmq.Context()
-        sub = context.socket(zmq.SUB)
-        sub.setsockopt(zmq.LINGER, 0)
-        sub.setsockopt(zmq.RCVHWM, 100_000)
-        for prefix in ("frame.", "text.", "stats", "track."):
-            sub.setsockopt_string(zmq.SUBSCRIBE, prefix)
-        sub.connect(run_settings.bus.publish)
+        topics = ("frame.", "text.", wire.TOPIC_STATS, "track.")
+        sub = bus.subscriber(context, run_settings.bus.publish, topics, rcvhwm=BENCH_RCVHWM)
         daemon = mp.get_context("spawn").Process(target=_supervise, args=(run_settings,))
         daemon.start()
         try:
@@ -292,7 +289,13 @@ def running_daemon(
             context.term()
 
 
-def _collect(sub: object, seconds: float, warmup: float, decode: object) -> list[tuple[float, str, dict]]:
+def _decode(frames: list[bytes]) -> tuple[str, Any]:
+    """(topic, payload): a stats payload as its typed wire.Stats, any other as its dict."""
+    topic, body = wire.decode_published(frames)
+    return topic, (wire.stats_from_dict(body) if topic == wire.TOPIC_STATS else body)
+
+
+def _collect(sub: Any, seconds: float, warmup: float) -> list[tuple[float, str, Any]]:
     """Every message until `seconds` s after the first frame plus `warmup` s.
 
     Each comes with its time from the start of the measured window: negative
@@ -303,9 +306,9 @@ def _collect(sub: object, seconds: float, warmup: float, decode: object) -> list
     start: float | None = None
     deadline = time.monotonic() + 120  # the daemon must publish a first frame within 2 min
     while time.monotonic() < deadline:
-        if not sub.poll(200):  # type: ignore[attr-defined]
+        if not sub.poll(200):
             continue
-        topic, body = decode(sub.recv_multipart())  # type: ignore[attr-defined, operator]
+        topic, body = _decode(sub.recv_multipart())
         now = time.monotonic()
         if start is None and topic.startswith("frame."):
             start = now + warmup
@@ -316,9 +319,12 @@ def _collect(sub: object, seconds: float, warmup: float, decode: object) -> list
     return messages
 
 
-def _detect_span(messages: list[tuple[float, str, dict]]) -> tuple[tuple[float, dict], tuple[float, dict]] | None:
+Span = tuple[tuple[float, wire.DetectStats], tuple[float, wire.DetectStats]]
+
+
+def _detect_span(messages: list[tuple[float, str, Any]]) -> Span | None:
     """The first and last detect stats of the window, with their times; None with fewer than two."""
-    detect = [(t, b) for t, topic, b in messages if topic == "stats" and b.get("role") == "detect"]
+    detect = [(t, b) for t, _, b in messages if isinstance(b, wire.DetectStats)]
     return (detect[0], detect[-1]) if len(detect) >= 2 else None
 
 
@@ -328,24 +334,25 @@ def _detect_rate(messages: list[tuple[float, str, dict]]) -> float:
     if span is None or span[1][0] <= span[0][0]:
         return float("nan")
     (t0, first), (t1, last) = span
-    return round((last["frames"] - first["frames"]) / (t1 - t0), 2)
+    return round((last.frames - first.frames) / (t1 - t0), 2)
 
 
 def _calls_per_frame(messages: list[tuple[float, str, dict]]) -> float:
     """Crops read per frame through the detector, from the first and last detect stats in the window."""
     span = _detect_span(messages)
-    if span is None or span[1][1]["frames"] <= span[0][1]["frames"]:
+    if span is None or span[1][1].frames <= span[0][1].frames:
         return float("nan")
     (_, first), (_, last) = span
-    return round((last["crops_sent"] - first["crops_sent"]) / (last["frames"] - first["frames"]), 2)
+    return round((last.crops_sent - first.crops_sent) / (last.frames - first.frames), 2)
 
 
 def _summarise(messages: list[tuple[float, str, dict]], seconds: float, fast: bool, fps: float, settings: Settings) -> dict[str, object]:
     frames = [(t, b) for t, topic, b in messages if topic.startswith("frame.")]
     texts = [b for _, topic, b in messages if topic.startswith("text.")]
-    stats = {b["process"]: b for _, topic, b in messages if topic == "stats"}
-    detect = stats.get("detect-0", {})
-    camera = detect.get("cameras", {}).get("bench", {})
+    stats = {b.process: b for _, topic, b in messages if topic == wire.TOPIC_STATS}
+    detect = stats.get("detect-0")
+    detect = detect if isinstance(detect, wire.DetectStats) else None
+    camera = detect.cameras.get("bench") if detect is not None else None
     third = [[b["latency_ms"] for t, b in frames if lo <= t < hi] for lo, hi in ((0, seconds / 3), (2 * seconds / 3, seconds))]
     return {
         "benchmark": "pipeline",
@@ -360,13 +367,13 @@ def _summarise(messages: list[tuple[float, str, dict]], seconds: float, fast: bo
         "latency_first_third_p50": percentiles(third[0])["p50"],
         "latency_last_third_p50": percentiles(third[1])["p50"],
         "incomplete_frames": sum(not b.get("complete", True) for _, b in frames),
-        "crops_dropped": detect.get("crops_dropped", {}),
-        "frames_skipped": camera.get("frames_skipped"),
-        "frames_read": camera.get("frames_read"),
-        "detect_ms_per_batch": detect.get("detect_ms_avg"),
+        "crops_dropped": detect.crops_dropped if detect else {},
+        "frames_skipped": camera.frames_skipped if camera else None,
+        "frames_read": camera.frames_read if camera else None,
+        "detect_ms_per_batch": detect.detect_ms_avg if detect else None,
         "ocr_calls_per_s": round(len(texts) / seconds, 2),
         "ocr_calls_per_frame": _calls_per_frame(messages),
-        "ocr_skipped": detect.get("ocr_skipped", {}),
+        "ocr_skipped": detect.ocr_skipped if detect else {},
         "track_events": sum(topic.startswith("track.") for _, topic, _ in messages),
         "workers": len([p for p in stats if p.startswith("ocr-")]),
         "detector": f"{settings.detector.cfg.name} backend={settings.detector.backend} tiling={settings.detector.tiling}",
@@ -438,10 +445,8 @@ def bench_soak(
     A process whose `started` changed (a restart or a recycle) is reported with
     its start count: its RSS series then mixes several lives.
     """
-    from textwatch.wire import decode_published
-
     with running_daemon(settings, "sample", fast, fps, scheduling=True) as (sub, daemon, _):
-        samples, starts, totals = _sample_rss(sub, daemon.pid, minutes * 60.0, interval, warmup, decode_published)
+        samples, starts, totals = _sample_rss(sub, daemon.pid, minutes * 60.0, interval, warmup)
     return {
         "benchmark": "soak",
         "mode": "as fast as possible" if fast else f"real time, capped at {fps} frames/s",
@@ -457,7 +462,7 @@ def bench_soak(
 
 
 def _sample_rss(
-    sub: Any, supervisor_pid: int, seconds: float, interval: float, warmup: float, decode: Any
+    sub: Any, supervisor_pid: int, seconds: float, interval: float, warmup: float
 ) -> tuple[list[dict[str, object]], dict[str, int], dict[str, int]]:
     """RSS samples (t, MB per process) from the first frame + warmup on, for `seconds`."""
     latest: dict[str, int] = {}
@@ -469,14 +474,14 @@ def _sample_rss(
     next_sample = 0.0
     while time.monotonic() < deadline:
         if sub.poll(100):
-            topic, body = decode(sub.recv_multipart())
+            topic, body = _decode(sub.recv_multipart())
             if start is None and topic.startswith("frame."):
                 start = time.monotonic() + warmup
                 deadline, next_sample = start + seconds, start
-            if topic == "stats" and "rss_bytes" in body:
-                latest[body["process"]] = body["rss_bytes"]
-                lives.setdefault(body["process"], set()).add(body.get("started", 0.0))
-                counts[body["process"]] = body.get("crops_read", body.get("frames", 0))
+            if topic == wire.TOPIC_STATS and body.rss_bytes is not None:
+                latest[body.process] = body.rss_bytes
+                lives.setdefault(body.process, set()).add(body.started or 0.0)
+                counts[body.process] = _work_done(body)
         now = time.monotonic()
         if start is not None and now >= next_sample:
             rss = {name: round(value / 2**20, 1) for name, value in sorted(latest.items())}
@@ -492,6 +497,13 @@ def _sample_rss(
         "crops_read": sum(v for k, v in counts.items() if not k.startswith(("detect", "publisher"))),
     }
     return samples, {name: len(started) for name, started in sorted(lives.items())}, totals
+
+
+def _work_done(stats: wire.Stats) -> int:
+    """What a process's count of work is: frames for detect, crops read for a worker (0 for the publisher)."""
+    if isinstance(stats, wire.DetectStats):
+        return stats.frames
+    return stats.crops_read if isinstance(stats, wire.WorkerStats) else 0
 
 
 def _proc_rss(pid: int) -> int | None:

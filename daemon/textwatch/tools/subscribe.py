@@ -38,7 +38,6 @@ from textwatch.config import Settings, load_settings
 from textwatch.errors import ConfigError, ExitCode
 
 POLL_MS = 200  # Ctrl-C and --timeout are looked at this often
-LINGER_MS = 0  # a subscriber sends nothing worth waiting for
 # Our own queue; the publisher already drops for us past bus.publish_hwm, so a
 # larger queue here only delays the moment a slow terminal starts missing lines.
 RCVHWM = 1000
@@ -78,12 +77,7 @@ def run_subscribe(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     endpoint = args.endpoint or settings.bus.publish
     curve = client_curve(args, settings)
-    sock = zmq.Context.instance().socket(zmq.SUB)
-    sock.setsockopt(zmq.LINGER, LINGER_MS)
-    sock.setsockopt(zmq.RCVHWM, RCVHWM)
-    for prefix in args.topic or [""]:
-        sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
-    bus.connect(sock, endpoint, curve)
+    sock = bus.subscriber(zmq.Context.instance(), endpoint, args.topic or [""], rcvhwm=RCVHWM, curve=curve)
     try:
         return _receive(sock, args)
     except KeyboardInterrupt:
@@ -127,9 +121,18 @@ def format_line(name: str, p: dict[str, Any]) -> str:
     if kind == wire.TOPIC_EVENT:
         return f"event {p.get('camera')} {p.get('event')} {p.get('source')} ({p.get('reason')})"
     if kind == wire.TOPIC_STATS:
-        values = " ".join(f"{k}={v}" for k, v in p.items() if k not in ("v", "process", "role", "ts"))
-        return f"stats {p.get('process')} {values}"
+        return _stats_line(p)
     return f"{name} {json.dumps(p, ensure_ascii=False)}"
+
+
+def _stats_line(p: dict[str, Any]) -> str:
+    """`stats PROCESS key=value ...` of a valid stats message; a malformed one is shown raw, marked."""
+    try:
+        stats = wire.stats_from_dict(p)
+    except wire.WireError as err:
+        return f"stats (malformed: {err}) {json.dumps(p, ensure_ascii=False)}"
+    values = " ".join(f"{k}={v}" for k, v in wire.stats_payload(stats).items() if k not in ("v", "process", "role", "ts"))
+    return f"stats {stats.process} {values}"
 
 
 def _box(box: object) -> str:

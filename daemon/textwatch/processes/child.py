@@ -1,0 +1,170 @@
+"""What every textwatch process shares: one shape, one preamble, one way to start alone.
+
+The shape (gunicorn's worker base class, Frigate's process util): a process
+class is built from `(settings, endpoints, name, stop)`, and its constructor
+opens everything it owns (sockets, the detector, the OCR engine); `run()` is
+a loop of `step()` until `stop` is set or `done()` says the work ran out,
+then `finish()` (drain, final stats) gives the exit code; `close()` releases
+what the constructor opened, whatever happened. A constructor that fails with
+a TextwatchError is a clean exit with that error's code (78 for a config
+error: the supervisor stops for good instead of restarting), logged as
+`<role>_cannot_start`.
+
+The preamble (`child_main`, run by the supervisor in each spawned child):
+logging with the process's name, its process title (`textwatch: NAME`, with
+setproctitle when installed), a parent-death signal so no child outlives a
+killed supervisor, SIGTERM setting `stop`, SIGINT ignored (Ctrl-C reaches the
+whole process group; the supervisor decides and stops children in stages).
+
+Alone (`python -m textwatch.processes.publisher CONFIG`, the tests, and
+`textwatch worker --connect` for a remote OCR worker): `run_alone` does the
+same preamble minus the parent-death signal, and SIGINT stops it too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+from textwatch.bus import Endpoints
+from textwatch.config import Settings, load_settings
+from textwatch.errors import ExitCode, TextwatchError
+from textwatch.log import get_logger, setup_logging
+
+
+class Process(ABC):
+    """The contract of every child: construct (open), run (loop of step), close (release)."""
+
+    role: ClassVar[str]  # "publisher" | "worker" | "detect": the supervisor's restart rules, the stats' role
+
+    def __init__(self, settings: Settings, endpoints: Endpoints, name: str, stop: threading.Event) -> None:
+        self.settings = settings
+        self.endpoints = endpoints
+        self.name = name
+        self.stop = stop
+
+    def run(self) -> int:
+        """Step until stopped or done, then finish; close in every case. Returns the exit code."""
+        try:
+            while not self.stop.is_set() and not self.done():
+                self.step()
+            return int(self.finish())
+        finally:
+            self.close()
+
+    @abstractmethod
+    def step(self) -> None:
+        """One pass of the loop; waits at most a fraction of a second, so `stop` is seen quickly."""
+
+    def done(self) -> bool:
+        """True when the work ran out by itself (detect: every file source ended)."""
+        return False
+
+    def finish(self) -> int:
+        """After the loop: drain, publish final stats; the exit code."""
+        return ExitCode.OK
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release what the constructor opened (sockets, contexts, engines); safe after a partial run."""
+
+
+def start(cls: type[Process], settings: Settings, endpoints: Endpoints, name: str, stop: threading.Event) -> int:
+    """Build and run one process; a start-up TextwatchError is logged and becomes the exit code."""
+    log = get_logger()
+    try:
+        process = cls(settings, endpoints, name, stop)
+    except TextwatchError as err:
+        log.error(f"{cls.role}_cannot_start", error=str(err), code=int(err.exit_code))
+        return int(err.exit_code)
+    return process.run()
+
+
+def process_class(role: str) -> type[Process]:
+    """The class that plays `role`, imported only in the process that runs it: the supervisor
+    itself never loads OpenCV, the detector or Tesseract."""
+    if role == "publisher":
+        from textwatch.processes.publisher import Publisher
+
+        return Publisher
+    if role == "worker":
+        from textwatch.processes.ocr import OcrWorker
+
+        return OcrWorker
+    if role == "detect":
+        from textwatch.processes.detect import DetectProcess
+
+        return DetectProcess
+    raise ValueError(f"no process plays the role {role!r}")
+
+
+def child_main(role: str, name: str, settings: Settings, endpoints: Endpoints, log_json: bool | None) -> None:
+    """Entry point of every spawned child: identity, signals, then the process; exits with its code."""
+    setup_logging("info", process=name, json=log_json)
+    cls = process_class(role)
+    set_title(f"textwatch: {name}")
+    die_with_parent()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise SystemExit(_guarded(cls, settings, endpoints, name, stop))
+
+
+def run_alone(cls: type[Process], settings: Settings, endpoints: Endpoints, name: str) -> int:
+    """One process in this (main) thread, outside the supervisor: SIGTERM and SIGINT stop it."""
+    set_title(f"textwatch: {name}")
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return _guarded(cls, settings, endpoints, name, stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def main(cls: type[Process], default_name: str, argv: list[str] | None = None) -> int:
+    """`python -m textwatch.processes.MODULE CONFIG [--name NAME]`: one process on the config's endpoints."""
+    parser = argparse.ArgumentParser(prog=f"python -m {cls.__module__}", description=cls.__doc__)
+    parser.add_argument("config", help="the daemon's config file")
+    parser.add_argument("--name", default=default_name, help=f"process name in logs, results and stats (default {default_name})")
+    args = parser.parse_args(argv)
+    setup_logging("info", process=args.name)
+    try:
+        settings = load_settings(args.config)
+        endpoints = Endpoints.from_settings(settings)
+    except TextwatchError as err:
+        get_logger().error(f"{cls.role}_cannot_start", error=str(err), code=int(err.exit_code))
+        return int(err.exit_code)
+    return run_alone(cls, settings, endpoints, args.name)
+
+
+def _guarded(cls: type[Process], settings: Settings, endpoints: Endpoints, name: str, stop: threading.Event) -> int:
+    """`start`, with a crash logged with its traceback and turned into ExitCode.SOFTWARE (restarted)."""
+    try:
+        return start(cls, settings, endpoints, name, stop)
+    except Exception:  # noqa: BLE001 - a crash is logged with its traceback, and the supervisor restarts us
+        get_logger().exception("child_crashed")
+        return int(ExitCode.SOFTWARE)
+
+
+def die_with_parent() -> None:
+    """Ask Linux to send us SIGTERM when the supervisor dies, even by SIGKILL: no orphans
+    holding sockets and cameras after a crash (prctl PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        get_logger().warning("no_parent_death_signal", hint="children may outlive a killed supervisor")
+
+
+def set_title(title: str) -> None:
+    """Name the process in ps/top if setproctitle is installed (optional; no dependency)."""
+    try:
+        from setproctitle import setproctitle
+    except ImportError:
+        return
+    setproctitle(title)
