@@ -1,14 +1,19 @@
 """Where the sockets are, and how they are made: endpoint names, HWMs, linger.
 
-Which process owns which socket (docs/protocol.md has the picture):
+Every ZeroMQ socket of textwatch is made by a factory here; no other module
+calls `Context.socket`. Which process owns which socket (docs/protocol.md has
+the picture), and the factory that makes it:
 
-    endpoint        socket (side)                         owner
-    crops           PUSH bind   -> PULL connect           detect -> recognize_worker
-    results         PUB connect -> XSUB bind              recognize_worker, detect -> publish
-    publish         XPUB bind   -> SUB connect            publish -> subscribers
-    publish_local   XPUB bind (same socket as publish)    publish -> local tools (ipc, never CURVE)
-    pool_crops      PUSH bind (same socket as crops)      detect -> remote workers (tcp)
-    pool_results    XSUB bind (same socket as results)    remote workers -> publish (tcp)
+    endpoint        socket (side)                         owner                            factory
+    crops           PUSH bind   -> PULL connect           processes/detect -> processes/ocr  crop_pusher, crop_puller
+    results         XPUB connect -> XSUB bind             processes/ocr, detect -> publisher result_publisher, publisher_proxy
+    publish         XPUB bind   -> SUB connect            processes/publisher -> subscribers publisher_proxy, subscriber
+    publish_local   XPUB bind (same socket as publish)    publisher -> supervisor, tools     publisher_proxy, subscriber
+    pool_crops      PUSH bind (same socket as crops)      detect -> remote workers (tcp)     crop_pusher
+    pool_results    XSUB bind (same socket as results)    remote workers -> publisher (tcp)  publisher_proxy
+
+`subscriber` serves the supervisor's stats link (processes/systemd.py),
+`textwatch subscribe` and `textwatch bench`.
 
 The internal endpoints are ipc sockets in a runtime folder only our user can
 enter (mode 0700), and each socket file is made 0600 after its bind: a local

@@ -17,6 +17,20 @@ import numpy as np
 
 PAD_VALUE = 114
 
+Box = tuple[int, int, int, int]  # x1, y1, x2, y2 in frame pixels, x2 and y2 exclusive
+
+
+def crop(frame: np.ndarray, box: Box) -> np.ndarray:
+    """The box's pixels, clipped to the frame (possibly empty); a view, not a copy.
+
+    The one crop of the runtime: detect cuts what it sends to the pool with it,
+    the tracker what it compares, the one-shot path what it reads.
+    """
+    height, width = frame.shape[:2]
+    x1, y1 = max(0, box[0]), max(0, box[1])
+    x2, y2 = min(width, box[2]), min(height, box[3])
+    return frame[y1:max(y1, y2), x1:max(x1, x2)]
+
 
 @dataclass(frozen=True)
 class Letterbox:
@@ -64,7 +78,7 @@ def tile_origins(length: int, tile: int, overlap: float) -> list[int]:
     return [round(i * (length - tile) / (count - 1)) for i in range(count)]
 
 
-def tiles(width: int, height: int, tile: int, overlap: float) -> list[tuple[int, int, int, int]]:
+def tiles(width: int, height: int, tile: int, overlap: float) -> list[Box]:
     """Overlapping square tiles (x1, y1, x2, y2) covering a width x height frame."""
     size_x, size_y = min(tile, width), min(tile, height)
     return [

@@ -16,6 +16,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from textwatch.detect.geometry import Box
+
 SAME_LINE_OVERLAP = 0.6  # vertical overlap / smaller height to call two boxes one line
 SAME_LINE_HEIGHT_RATIO = 1.6  # taller / shorter height still considered one line
 FRAGMENT_OVERLAP = 0.3  # shared width / narrower width above which boxes are fragments of one text
@@ -119,7 +121,7 @@ def _union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.array([min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]), max(a[4], b[4])])
 
 
-def reading_order(boxes: list[tuple[int, int, int, int]]) -> list[int]:
+def reading_order(boxes: list[Box]) -> list[int]:
     """Indices of boxes top to bottom, then left to right within a line.
 
     A box joins the current line when its vertical centre lies within the line's

@@ -18,7 +18,7 @@ import numpy as np
 
 from textwatch.config import DetectorSettings
 from textwatch.detect.darknet import DarknetModel, check_weights, parse_cfg
-from textwatch.detect.geometry import Letterbox, clip_boxes, letterbox, tiles
+from textwatch.detect.geometry import Box, Letterbox, clip_boxes, letterbox, tiles
 from textwatch.detect.merge import merge_line_fragments, nms
 from textwatch.errors import BackendUnavailable, ModelError
 from textwatch.log import get_logger
@@ -36,7 +36,7 @@ CUDA_BUILD_HINT = (
 class Detection:
     """A text region in frame pixels (x2, y2 exclusive) with the detector's confidence."""
 
-    box: tuple[int, int, int, int]
+    box: Box
     confidence: float
 
     @property
@@ -49,7 +49,7 @@ class View:
     """One network input cut from a frame: which frame, which region, and its letterbox."""
 
     frame: int
-    region: tuple[int, int, int, int]
+    region: Box
     letterbox: Letterbox
     frame_size: tuple[int, int]  # width, height of the whole frame
 
@@ -207,7 +207,7 @@ class Detector:
                 inputs.append(image)
         return views, inputs
 
-    def _regions(self, frame: np.ndarray) -> list[tuple[int, int, int, int]]:
+    def _regions(self, frame: np.ndarray) -> list[Box]:
         h, w = frame.shape[:2]
         whole = [(0, 0, w, h)]
         s = self.settings

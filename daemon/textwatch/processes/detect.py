@@ -26,6 +26,7 @@ from textwatch.bus import Endpoints
 from textwatch.capture import CameraReader, Frame
 from textwatch.config import Settings
 from textwatch.tracking.plan import RegionPlanner
+from textwatch.detect.geometry import crop
 from textwatch.detect.runtime import Detection, Detector
 from textwatch.log import get_logger
 from textwatch.metrics import rss_bytes
@@ -144,8 +145,7 @@ class DetectProcess(Process):
         pad = self.settings.detector.padding
         sent = 0
         for index, (detection, track) in enumerate(reads):
-            x1, y1, x2, y2 = detection.box
-            pixels = frame.image[y1:y2, x1:x2]
+            pixels = crop(frame.image, detection.box)
             header = CropHeader(
                 camera=frame.camera,
                 seq=frame.seq,

@@ -94,6 +94,7 @@ import cv2
 import numpy as np
 
 from textwatch.config import FilterSettings, Settings, load_settings
+from textwatch.detect.geometry import Box
 from textwatch.errors import ExitCode, InputError, InputMissing, TextwatchError
 from textwatch.log import get_logger
 
@@ -101,7 +102,6 @@ if TYPE_CHECKING:  # imported where used: the detector runtime is slow to import
     from textwatch.tracking.consolidate import Consolidator
     from textwatch.tools.oneshot import OneShot
 
-Box = tuple[int, int, int, int]
 Kind = Literal["words", "plates"]
 MANIFEST = "manifest.jsonl"
 COVER = 0.5  # the coverage threshold of every detection-matching rule above

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from textwatch.config import Settings
+from textwatch.detect.geometry import crop
 from textwatch.detect.merge import reading_order
 from textwatch.detect.runtime import Detection, Detector
 from textwatch.errors import InputError, InputMissing
@@ -95,11 +96,6 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
         else:
             out.append(path)
     return out
-
-
-def crop(frame: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    x1, y1, x2, y2 = box
-    return frame[y1:y2, x1:x2]
 
 
 class OneShot:

@@ -34,8 +34,8 @@ from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
 from textwatch.config import FilterSettings
+from textwatch.detect.geometry import Box
 
-Box = tuple[int, int, int, int]
 MAX_CANDIDATES = 4096  # bound on the format search: 12 confusable characters, all combinations
 
 def normalize(text: str, settings: FilterSettings) -> str | None:

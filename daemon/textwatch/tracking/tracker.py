@@ -44,6 +44,7 @@ import cv2
 import numpy as np
 
 from textwatch.config import TrackingSettings
+from textwatch.detect.geometry import crop
 from textwatch.detect.runtime import Detection
 
 try:  # Optional: the Hungarian method. Greedy by IoU is the fallback.
@@ -55,7 +56,6 @@ SIGNATURE_SIZE = (16, 8)  # thumbnail width, height
 MIN_CONTRAST = 0.04  # thumbnail std floor (0-1 scale): a blank crop's noise is not "change"
 VELOCITY_SMOOTHING = 0.5  # weight of the newest velocity estimate
 
-Box = tuple[int, int, int, int]
 GoneReason = Literal["missed", "aged", "finished"]
 
 
@@ -276,14 +276,6 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     inter = width * height
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return float(inter / union) if union > 0 else 0.0
-
-
-def crop(frame: np.ndarray, box: Box) -> np.ndarray:
-    """The box's pixels, clipped to the frame (possibly empty)."""
-    height, width = frame.shape[:2]
-    x1, y1 = max(0, box[0]), max(0, box[1])
-    x2, y2 = min(width, box[2]), min(height, box[3])
-    return frame[y1:max(y1, y2), x1:max(x1, x2)]
 
 
 def gray(image: np.ndarray) -> np.ndarray:
