@@ -256,6 +256,8 @@ def crop_pusher(ctx: zmq.Context, endpoints: Endpoints, settings: Settings) -> z
     curve = ServerCurve.from_settings(settings)
     sock = make_socket(ctx, zmq.PUSH, linger_ms=NO_LINGER_MS, sndhwm=per_worker, socket_class=AuthenticatedSocket)
     try:
+        # Watched from before the bind, so no worker's handshake can slip by unseen (wait_for_worker).
+        sock.handshakes = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         if curve is not None and any(not is_local(e) for e in endpoints.crop_binds):
             sock.authenticator = start_authenticator(ctx, curve)
         bind(sock, endpoints.crop_binds, curve)
@@ -263,6 +265,31 @@ def crop_pusher(ctx: zmq.Context, endpoints: Endpoints, settings: Settings) -> z
         sock.close()
         raise
     return sock
+
+
+def wait_for_worker(push: AuthenticatedSocket, timeout_s: float, stop: threading.Event) -> bool:
+    """True once a worker finished its handshake with the crops PUSH; False after timeout_s or on stop.
+
+    A PUSH with no worker yet refuses every crop (zmq.Again: dropped and
+    counted), and a worker reaches a freshly bound PUSH only after its own
+    start and its reconnect backoff (up to RECONNECT_IVL_MAX_MS). Regression:
+    detect read its first frames before any worker had joined, so the opening
+    seconds of a file were lost at every start. Stops watching afterwards.
+    """
+    handshakes = push.handshakes
+    if handshakes is None:
+        return True
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not stop.is_set():
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            if left_ms <= 0:
+                return False
+            if handshakes.poll(min(left_ms, 100), zmq.POLLIN):
+                return True
+        return False
+    finally:
+        push.stop_watching()
 
 
 def crop_puller(ctx: zmq.Context, endpoint: str, curve: ClientCurve | None = None) -> zmq.Socket:
@@ -490,11 +517,21 @@ def start_authenticator(ctx: zmq.Context, curve: ServerCurve) -> ThreadAuthentic
 
 
 class AuthenticatedSocket(zmq.Socket):
-    """A socket that owns its context's ZAP authenticator, stopped when the socket is closed."""
+    """The crops PUSH: it owns its context's ZAP authenticator (stopped when the socket is closed)
+    and, until a worker has joined, a monitor of worker handshakes (wait_for_worker)."""
 
     authenticator: ThreadAuthenticator | None = None
+    handshakes: zmq.Socket | None = None
+
+    def stop_watching(self) -> None:
+        if self.handshakes is not None:
+            self.disable_monitor()
+            self.handshakes.close(0)
+            self.handshakes = None
 
     def close(self, linger: int | None = None) -> None:
+        if not self.closed:
+            self.stop_watching()
         super().close(linger)
         if self.authenticator is not None:
             self.authenticator.stop()

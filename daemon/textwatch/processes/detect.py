@@ -49,6 +49,9 @@ from textwatch.wire import (
 )
 
 IDLE_WAIT_S = 0.01
+# At start, wait this long for a first OCR worker before reading frames: longer than a
+# worker's own wait for the publisher (ocr.SUBSCRIBER_WAIT_S) plus its reconnect backoff.
+POOL_WAIT_S = 15.0
 # Source events waiting for the loop to publish them. Readers emit at most one up
 # and one down per outage (reconnects are backed off), so 1000 is minutes of a
 # flapping camera; beyond it an event is dropped and counted (events_dropped), the
@@ -87,6 +90,8 @@ class DetectProcess(Process):
         self.planner = RegionPlanner(settings)
         self.started = time.time()
         self.next_stats = time.monotonic() + settings.pipeline.stats_interval_s
+        if not bus.wait_for_worker(self.push, POOL_WAIT_S, stop):
+            self.log.warning("ocr_pool_not_reachable", waited_s=POOL_WAIT_S, note="reading frames anyway")
         for reader in self.readers:
             reader.start()
 
