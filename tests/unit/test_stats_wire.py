@@ -1,0 +1,58 @@
+"""Stats are wire messages like any other: typed in wire.py, validated where they are read."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from textwatch import wire
+
+
+def worker_stats(**fields: object) -> wire.WorkerStats:
+    values = {"process": "ocr-0", "ts": 100.0, "crops_read": 3, "text": 2, "empty": 1, "failed": 0,
+              "timeouts": 0, "rejected": 0, "ocr_ms_total": 12.5, "started": 90.0, "rss_bytes": 1 << 20}
+    return wire.WorkerStats(**{**values, **fields})  # type: ignore[arg-type]
+
+
+def detect_stats() -> wire.DetectStats:
+    camera = wire.CameraStats(frames_read=5, frames_skipped=1, frames_delivered=4, reconnects=0, stalls=0,
+                              read_errors=0, up=True, crops_sent=7)
+    return wire.DetectStats(
+        process="detect-0", ts=100.0, frames=4, batches=4, detect_ms_total=80.0, detect_ms_avg=20.0, crops_sent=7,
+        crops_dropped={"queue_full": 1}, cameras={"door": camera}, ocr_skipped={"unchanged": 2},
+        regions_ignored={}, started=90.0, rss_bytes=None,
+    )
+
+
+def round_trip(stats: wire.Stats) -> wire.Stats:
+    topic, body = wire.decode_published(wire.encode_published(wire.TOPIC_STATS, stats))
+    assert topic == wire.TOPIC_STATS
+    return wire.stats_from_dict(body)
+
+
+@pytest.mark.parametrize("stats", [worker_stats(), detect_stats()], ids=["worker", "detect"])
+def test_stats_round_trip_through_the_wire(stats: wire.Stats) -> None:
+    assert round_trip(stats) == stats
+
+
+def test_unknown_rss_is_left_out_not_sent_as_null() -> None:
+    """docs/protocol.md: rss_bytes is absent where unknown."""
+    body = json.loads(wire.encode_published(wire.TOPIC_STATS, detect_stats())[1])
+    assert "rss_bytes" not in body and body["role"] == "detect" and body["v"] == 1
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ({"text": -1}, "negative"),
+        ({"crops_read": "many"}, "not an integer"),
+        ({"ocr_ms_total": float("inf")}, "finite"),
+        ({"role": "oracle"}, "unknown role"),
+        ({"timeouts": None}, "timeouts"),
+    ],
+)
+def test_malformed_stats_are_refused(change: dict, reason: str) -> None:
+    body = {**wire.stats_payload(worker_stats()), **change}
+    with pytest.raises(wire.WireError, match=reason):
+        wire.stats_from_dict(body)
