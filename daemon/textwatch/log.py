@@ -24,10 +24,13 @@ def redact_url(text: str) -> str:
 def setup_logging(level: str = "warning", process: str = "cli", json: bool | None = None) -> None:
     """Configure structlog for this process; JSON unless stderr is a terminal."""
     as_json = (not sys.stderr.isatty()) if json is None else json
-    renderer = (
-        structlog.processors.JSONRenderer()
+    # JSON lines carry the traceback as a string field ("exception"); the console renderer
+    # formats exc_info itself. Regression: JSON logs said `"exc_info": true` and dropped
+    # the traceback of every crash, so "the log has the traceback" was not true under systemd.
+    renderers: list[structlog.typing.Processor] = (
+        [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
         if as_json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
     )
     def add_process(_logger: object, _method: str, event: dict) -> dict:
         # A process-wide identity: contextvars do not reach threads (camera readers).
@@ -40,7 +43,7 @@ def setup_logging(level: str = "warning", process: str = "cli", json: bool | Non
             add_process,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
+            *renderers,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),

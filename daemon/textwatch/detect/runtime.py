@@ -117,6 +117,8 @@ def torch_device() -> str | None:
 class Net(Protocol):
     """What the Detector needs of a network: one batched forward, rows as OpenCV's Region layer gives them."""
 
+    name: str  # what runs it, for logs and benchmarks: "cpu", "cuda-fp16", "torch-cuda", ...
+
     def forward(self, blob: np.ndarray) -> list[np.ndarray]: ...
 
 
@@ -148,6 +150,7 @@ class OpenCVNet:
         net.setPreferableBackend(backend_id)
         net.setPreferableTarget(target_id)
         self.net = net
+        self.name = backend
         self.output_names = list(net.getUnconnectedOutLayersNames())
 
     def forward(self, blob: np.ndarray) -> list[np.ndarray]:

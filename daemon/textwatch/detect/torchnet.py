@@ -301,6 +301,7 @@ class TorchNet:
     def __init__(self, model: DarknetModel, weights: Path) -> None:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.half = self.device.type == "cuda"
+        self.name = f"torch-{self.device.type}"
         net = build_net(model)
         load_darknet_weights(net, weights)
         net = net.to(self.device).eval()

@@ -418,7 +418,7 @@ def bench_detector(settings: Settings, batches: list[int], seconds: float) -> di
                 runs += 1
             elapsed = time.perf_counter() - start
             rows.append({
-                "backend": backend if backend != "torch" else f"torch-{detector.torch_net.device.type}",  # type: ignore[union-attr]
+                "backend": detector.net.name,
                 "batch": batch,
                 "frames_per_s": round(runs * batch / elapsed, 1),
                 "ms_per_batch": round(elapsed / runs * 1000, 2),

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from textwatch.train.data import SampleSource, build_source
-from textwatch.train.recipe import load_recipe
+from textwatch.train.recipe import data_table
 from textwatch.train.realdata import shared_train_root
 
 
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     w, h = args.size
-    source = build_source(load_recipe(args.config).source_recipe, w, h, shared_train_root())
+    source = build_source(data_table(args.config), w, h, shared_train_root())
     wh = collect_box_sizes(source, np.random.default_rng(args.seed), args.samples, w, h)
     anchors = kmeans_anchors(wh, args.k, args.seed)
     print(f"# {len(wh)} line boxes from {args.samples} samples at {w}x{h}; mean best IoU {mean_best_iou(wh, anchors):.3f}")

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from textwatch.detect.geometry import letterbox
 from textwatch.errors import ConfigError, InputMissing
-from textwatch.train.recipe import load_recipe
+from textwatch.train.recipe import data_table
 from textwatch.train.augment import AugmentSettings, augment, clip_and_filter, finalize_boxes
 from textwatch.train.realdata import (
     ICDAR,
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    recipe = load_recipe(args.config).source_recipe
+    recipe = data_table(args.config)
     root = shared_train_root()
     if root is None:
         log.warning("../shared/train not found beside the repository: synthetic samples only")

@@ -8,6 +8,7 @@ handed to `data.build_source`, minus `cache_samples`, which is the trainer's.
 from __future__ import annotations
 
 import argparse
+import logging
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -110,6 +111,15 @@ def load_recipe(path: Path) -> Recipe:
         raise ConfigError(f"recipe {path}: {where}: {first['msg']} ({err.error_count()} error(s))") from None
     _ = recipe.cache_samples  # validate early
     return recipe
+
+
+def data_table(path: Path) -> dict[str, Any]:
+    """The [data] table for build_source from the recipe at `path`; the defaults where there is no
+    file, so the preview and anchor tools run from any folder (with a warning, never silently)."""
+    if not path.is_file():
+        logging.getLogger(__name__).warning("%s not found: using the default [data] recipe", path)
+        return {}
+    return load_recipe(path).source_recipe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
