@@ -1,6 +1,6 @@
 """Capture against real sources: rendered clips, broken files and a real RTSP server.
 
-The RTSP tests run tests/rtsp_server.py (GStreamer, system Python) as a
+The RTSP tests run tests/support/rtsp.py (GStreamer, system Python) as a
 subprocess on a loopback port; they are skipped, with the reason, where the
 system lacks GStreamer's RTSP server or x264enc.
 """
@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
-from rtsp_server import RtspServer, free_port, server_available
+from support.ports import free_port
+from support.rtsp import RtspServer, server_available
 from textwatch.capture import END_OF_FILE, SOURCE_DOWN, SOURCE_UP, CameraReader, Frame, open_source, source_kind
 from textwatch.config import CameraSettings
 from textwatch.tools.samplevideo import TimedText, render_video

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import ROOT, run_cli
+from support.cli import run_cli
+from support.paths import ROOT
 from textwatch.config import DEFAULT_CONFIG, load_settings, render_default_config
 from textwatch.errors import ConfigError, ExitCode
 

@@ -1,7 +1,7 @@
 """The streaming daemon end to end: real processes, sockets, video files and an RTSP server.
 
 Every test starts `textwatch run` as a subprocess, reads its bus with a real
-SUB socket, and bounds every wait. See daemon_harness.py for the whole-frame
+SUB socket, and bounds every wait. See support/daemon.py for the whole-frame
 detector that makes the expected text exact.
 """
 
@@ -17,17 +17,12 @@ from pathlib import Path
 import pytest
 import zmq
 
-from conftest import run_cli
-from daemon_harness import (
-    Daemon,
-    Subscriber,
-    daemon_config,
-    event_is,
-    publish_endpoint,
-    text_is,
-    write_line_clip,
-)
-from rtsp_server import RtspServer, free_port, server_available
+from support.cli import run_cli
+from support.clips import write_line_clip
+from support.daemon import Daemon, daemon_config, publish_endpoint
+from support.ports import free_port
+from support.rtsp import RtspServer, server_available
+from support.subscriber import Subscriber, event_is, text_is
 from textwatch.errors import ExitCode
 
 pytestmark = pytest.mark.slow

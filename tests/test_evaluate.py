@@ -9,7 +9,8 @@ from pathlib import Path
 import cv2
 import pytest
 
-from conftest import SHIPPED_CFG, SHIPPED_WEIGHTS, needs_shipped_model, shared_path
+from support.models import SHIPPED_CFG, SHIPPED_WEIGHTS, needs_shipped_model
+from support.paths import shared_path
 from textwatch.tools import evaluate
 from textwatch.errors import ExitCode, InputError, InputMissing
 from textwatch.tools.evaluate import (
@@ -305,8 +306,8 @@ def test_video_records_without_plates_are_skipped(tmp_path: Path) -> None:
 
 
 def whole_frame_config(folder: Path) -> Path:
-    """A config whose detector gives one box covering the frame exactly (tests/daemon_harness.py)."""
-    from daemon_harness import whole_frame_model
+    """A config whose detector gives one box covering the frame exactly (support/models.py)."""
+    from support.models import whole_frame_model
 
     cfg, weights = whole_frame_model(folder)
     config = folder / "whole.toml"
@@ -317,7 +318,7 @@ def whole_frame_config(folder: Path) -> Path:
 def test_rendered_clip_is_scored_in_all_three_modes(tmp_path: Path, capsys) -> None:
     """A tight one-line plate clip, 2 s at 12 fps, through the whole-frame detector: every mode reads the
     plate, the per-frame modes read all 24 frames and the tracker reads the static plate far fewer times."""
-    from daemon_harness import write_line_clip
+    from support.clips import write_line_clip
 
     folder = tmp_path / "videos"
     folder.mkdir()

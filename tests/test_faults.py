@@ -28,8 +28,11 @@ import numpy as np
 import pytest
 import zmq
 
-from daemon_harness import Daemon, Subscriber, daemon_config, event_is, publish_endpoint, text_is, write_line_clip
-from rtsp_server import RtspServer, free_port, server_available
+from support.clips import write_line_clip
+from support.daemon import Daemon, daemon_config, publish_endpoint
+from support.ports import free_port
+from support.rtsp import RtspServer, server_available
+from support.subscriber import Subscriber, event_is, text_is
 from textwatch import wire
 from textwatch.capture import BACKOFF_JITTER
 from textwatch.tools.samples import line_crop

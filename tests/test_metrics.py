@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from daemon_harness import Daemon, daemon_config, write_line_clip
-from rtsp_server import free_port
+from support.clips import write_line_clip
+from support.daemon import Daemon, daemon_config
+from support.ports import free_port
 from textwatch import metrics, wire
 from textwatch.tools import status
 from textwatch.config import Settings

@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 import zmq
 
-from daemon_harness import Daemon, Subscriber, daemon_config, publish_endpoint, text_is, write_line_clip
+from support.clips import write_line_clip
+from support.daemon import Daemon, daemon_config, publish_endpoint
+from support.subscriber import Subscriber, text_is
 from textwatch import wire
 from textwatch.config import OcrSettings, Settings
 from textwatch.errors import ExitCode

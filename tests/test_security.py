@@ -17,9 +17,11 @@ import pytest
 import zmq
 import zmq.auth
 
-from conftest import run_cli
-from daemon_harness import Daemon, Subscriber, daemon_config, text_is, write_line_clip
-from rtsp_server import free_port
+from support.cli import run_cli
+from support.clips import write_line_clip
+from support.daemon import Daemon, daemon_config
+from support.ports import free_port
+from support.subscriber import Subscriber, text_is
 from textwatch import bus, wire
 from textwatch.config import BusSettings, Settings, binds_beyond_loopback, load_settings
 from textwatch.errors import ConfigError, ExitCode

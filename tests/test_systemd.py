@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon_harness import Daemon, Subscriber, daemon_config, publish_endpoint, text_is, write_line_clip
+from support.clips import write_line_clip
+from support.daemon import Daemon, daemon_config, publish_endpoint
+from support.subscriber import Subscriber, text_is
 from textwatch.processes import systemd
 from textwatch.config import PipelineSettings
 from textwatch.processes.systemd import Progress

@@ -1,4 +1,4 @@
-"""A real daemon in a subprocess, a real subscriber, and inputs with known text.
+"""A real daemon in a subprocess, and its config.
 
 The detector used here is a *whole-frame* model: a darknet cfg whose single
 [yolo] cell always predicts one box covering the entire input. With clips made
@@ -13,39 +13,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
-import zmq
-
-from cfgs import constant_model
-from rtsp_server import free_port
-from textwatch.tools.samples import line_crop
-
-def whole_frame_model(folder: Path) -> tuple[Path, Path]:
-    """One 64x64 cell over the 64x64 input whose box is the whole input (objectness logit 8)."""
-    return constant_model(folder, "whole", 64, (64, 64), 8.0, 8.0)
-
-
-def write_line_clip(path: Path, texts: list[str], frames_each: int = 10, fps: float = 10.0) -> Path:
-    """An MP4 showing each text as one tight line for `frames_each` frames, in order."""
-    crops = [line_crop(text, height=56) for text in texts]
-    width = max(c.shape[1] for c in crops) + 32
-    width += width % 2
-    size = (width, 64)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-    for crop in crops:
-        frame = np.full((64, width, 3), 255, np.uint8)
-        frame[4 : 4 + crop.shape[0], 8 : 8 + crop.shape[1]] = crop
-        for _ in range(frames_each):
-            writer.write(frame)
-    writer.release()
-    return path
+from support.cli import textwatch_exe
+from support.models import whole_frame_model
+from support.ports import free_port
 
 
 def daemon_config(
@@ -102,11 +75,10 @@ class Daemon:
     def __init__(self, config: Path) -> None:
         self.config = config
         self.log = config.parent / "daemon.log"
-        exe = Path(sys.executable).with_name("textwatch")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.handle = open(self.log, "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [str(exe), "run", "-c", str(config)], stdout=self.handle, stderr=subprocess.STDOUT,
+            [str(textwatch_exe()), "run", "-c", str(config)], stdout=self.handle, stderr=subprocess.STDOUT,
             env=env, start_new_session=True,
         )
 
@@ -142,47 +114,3 @@ class Daemon:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-class Subscriber:
-    """A SUB socket on the daemon's publish endpoint; every wait has a deadline."""
-
-    def __init__(self, endpoint: str, topics: tuple[str, ...] = ("",)) -> None:
-        self.context = zmq.Context()
-        self.socket = self.context.socket(zmq.SUB)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        for topic in topics:
-            self.socket.setsockopt_string(zmq.SUBSCRIBE, topic)
-        self.socket.connect(endpoint)
-        self.seen: list[tuple[str, dict[str, Any]]] = []
-
-    def wait_for(self, predicate: Callable[[str, dict[str, Any]], bool], timeout: float) -> tuple[str, dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            if not self.socket.poll(int(left * 1000) + 1):
-                continue
-            topic, body = self.socket.recv_multipart()
-            message = (topic.decode(), json.loads(body))
-            self.seen.append(message)
-            if predicate(*message):
-                return message
-        kinds = sorted({t for t, _ in self.seen})
-        raise TimeoutError(f"no matching message within {timeout}s; saw {len(self.seen)} messages of {kinds}")
-
-    def close(self) -> None:
-        self.socket.close()
-        self.context.term()
-
-    def __enter__(self) -> Subscriber:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def text_is(expected: str) -> Callable[[str, dict[str, Any]], bool]:
-    return lambda topic, body: topic.startswith("text.") and body.get("text") == expected
-
-
-def event_is(kind: str) -> Callable[[str, dict[str, Any]], bool]:
-    return lambda topic, body: topic.startswith("event.") and body.get("event") == kind
