@@ -22,12 +22,12 @@ import pytest
 
 from support.clips import write_line_clip
 from support.daemon import Daemon, daemon_config, publish_endpoint
+from support.paths import ROOT
 from support.subscriber import Subscriber, text_is
 from textwatch.processes import systemd
 from textwatch.config import PipelineSettings
 from textwatch.processes.systemd import Progress
 
-ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "systemd" / "textwatch.service"
 INSTALLED_EXE = "/opt/textwatch/.venv/bin/textwatch"
 TEXT = "TEXTWATCH 42"
