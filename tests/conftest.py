@@ -1,4 +1,4 @@
-"""Fixtures shared by every kind of test (unit, process, daemon): real model files, configs.
+"""Fixtures shared by the kinds of test (unit, process, daemon): model files, configs, keys, NOTIFY_SOCKET.
 
 Helpers that tests import live in the `support` package (tests/support), which
 pyproject's `pythonpath = ["tests"]` makes importable.
@@ -6,10 +6,12 @@ pyproject's `pythonpath = ["tests"]` makes importable.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 
+from support.keys import Keys
 from support.models import write_random_weights, yolov4_tiny_cfg
 
 
@@ -33,3 +35,21 @@ def write_config(tmp_path: Path):
         return path
 
     return write
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Keys:
+    """CURVE key pairs for a daemon, an allow-listed client and a stranger (process and daemon security tests)."""
+    return Keys(tmp_path)
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A bound AF_UNIX datagram socket and NOTIFY_SOCKET naming it."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = tmp_path / "notify.sock"
+    sock.bind(str(path))
+    sock.settimeout(5)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    yield sock
+    sock.close()

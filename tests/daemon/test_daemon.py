@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import zmq
 
-from support.cli import run_cli
 from support.clips import write_line_clip
 from support.daemon import Daemon, daemon_config, publish_endpoint
 from support.ports import free_port
@@ -140,18 +139,3 @@ def test_a_remote_worker_joins_over_tcp_and_takes_work(tmp_path, clip) -> None:
             remote.terminate()
             assert remote.wait(timeout=15) == 0
         assert daemon.terminate(timeout=20) == 0
-
-
-def test_config_error_exits_78_with_one_line(tmp_path, clip) -> None:
-    config = daemon_config(tmp_path, str(clip))
-    config.write_text(config.read_text() + "\n[pipeline.extra]\nworkers = 2\n")
-    result = run_cli("run", "-c", str(config))
-    assert result.returncode == ExitCode.CONFIG
-    assert result.stderr.count("\n") == 1 and "unknown key" in result.stderr
-
-
-def test_missing_video_file_is_a_config_error(tmp_path) -> None:
-    config = daemon_config(tmp_path, str(tmp_path / "nope.mp4"))
-    result = run_cli("run", "-c", str(config))
-    assert result.returncode == ExitCode.CONFIG
-    assert "camera video file not found: cam1" in result.stderr

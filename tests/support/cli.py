@@ -17,3 +17,10 @@ def run_cli(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedP
     """The real `textwatch` console script in a subprocess."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([str(textwatch_exe()), *args], capture_output=True, text=True, timeout=timeout, env=env, **kwargs)
+
+
+def run_status(*args: str) -> subprocess.CompletedProcess:
+    """`textwatch status` through its module (`python -m textwatch.tools.status`) in a subprocess."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "textwatch.tools.status", *args], capture_output=True, text=True,
+                          timeout=30, env=env)

@@ -46,6 +46,16 @@ class Subscriber:
         self.close()
 
 
+def received_within(sock: zmq.Socket, seconds: float) -> list[list[bytes]]:
+    """Every message `sock` (any receiving socket) gets within `seconds`: waits the whole time."""
+    got = []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if sock.poll(int(left * 1000) + 1):
+            got.append(sock.recv_multipart())
+    return got
+
+
 def text_is(expected: str) -> Callable[[str, dict[str, Any]], bool]:
     return lambda topic, body: topic.startswith("text.") and body.get("text") == expected
 
