@@ -19,7 +19,7 @@ import zmq
 
 from support.clips import write_line_clip
 from support.daemon import Daemon, daemon_config, publish_endpoint
-from support.ports import free_port
+from support.ports import free_port_pair
 from support.rtsp import RtspServer, server_available
 from support.subscriber import Subscriber, event_is, text_is
 from textwatch.errors import ExitCode
@@ -120,9 +120,7 @@ def test_a_finished_file_stops_the_daemon_cleanly_with_all_text_published(tmp_pa
 
 
 def test_a_remote_worker_joins_over_tcp_and_takes_work(tmp_path, clip) -> None:
-    port = free_port()
-    while port + 1 == free_port():  # PORT+1 must be free too; retry on the rare clash
-        port = free_port()
+    port = free_port_pair()  # the pool binds PORT (crops) and PORT+1 (results)
     config = daemon_config(
         tmp_path, str(clip), loop=True, max_fps=10.0, extra=f'pool = "tcp://127.0.0.1:{port}"'
     )

@@ -19,7 +19,7 @@ from support.cli import run_cli
 from support.clips import write_line_clip
 from support.daemon import Daemon, daemon_config
 from support.keys import QUIET_S, Keys
-from support.ports import free_port
+from support.ports import free_port, free_port_pair
 from support.subscriber import Subscriber, received_within, text_is
 from textwatch import bus, wire
 from textwatch.errors import ExitCode
@@ -41,9 +41,10 @@ class CurveSubscriber(Subscriber):
 
 def test_a_daemon_bound_on_all_interfaces_serves_only_allowed_keys(tmp_path: Path, keys: Keys) -> None:
     clip = write_line_clip(tmp_path / "line.mp4", [TEXT], frames_each=20)
-    publish, pool = free_port(), free_port()
-    while pool + 1 in (publish, free_port()):
-        pool = free_port()
+    pool = free_port_pair()  # the pool binds POOL (crops) and POOL+1 (results)
+    publish = free_port()
+    while publish in (pool, pool + 1):
+        publish = free_port()
     extra = f'pool = "tcp://0.0.0.0:{pool}"\n' + keys.bus_lines()
     config = daemon_config(tmp_path, str(clip), loop=True, max_fps=10.0, extra=extra)
     text = config.read_text()

@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ import pytest
 import zmq
 
 from support.messages import crop_message, text_result
+from support.ports import free_port, free_port_pair
 from textwatch import bus, wire
 from textwatch.config import Settings, load_settings
 from textwatch.tools.subscribe import format_line
@@ -32,23 +32,6 @@ RECV_TIMEOUT_S = 10.0
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def free_port_pair() -> int:
-    """A port P with P and P+1 both free on 127.0.0.1."""
-    for _ in range(100):
-        with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
-            port = first.getsockname()[1]
-            if port >= 65535:
-                continue
-            with socket.socket() as second:
-                try:
-                    second.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port pair")
 
 
 def receive(sock: zmq.Socket, until, timeout_s: float = RECV_TIMEOUT_S) -> list[tuple[str, dict]]:
@@ -309,7 +292,7 @@ def test_subscribe_prints_lines_and_json(daemon: Daemon, capsys: pytest.CaptureF
 def test_subscribe_timeout_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     from textwatch.tools.subscribe import run_subscribe
 
-    args = _subscribe_args("--endpoint", f"tcp://127.0.0.1:{free_port_pair()}", "--timeout", "0.5")
+    args = _subscribe_args("--endpoint", f"tcp://127.0.0.1:{free_port()}", "--timeout", "0.5")
     started = time.monotonic()
     assert run_subscribe(args) == 1
     assert time.monotonic() - started < 5 and "nothing received" in capsys.readouterr().err

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from support.ports import free_port
+from support.ports import free_port_pair
 from textwatch import wire
 from textwatch.tools.samples import line_crop
 
@@ -52,9 +52,7 @@ def test_hostile_crops_are_rejected_by_a_real_worker_that_keeps_reading(tmp_path
     """A worker's PULL only ever connects (to detect's PUSH, or a pool), so a `textwatch worker`
     process is pointed at our own PUSH: garbage crops are counted as rejected, a valid crop
     after them is read, the process never exits."""
-    port = free_port()
-    while port + 1 == free_port():
-        port = free_port()
+    port = free_port_pair()  # our PUSH on PORT, our XSUB on PORT+1
     context = zmq.Context()
     push, xsub = context.socket(zmq.PUSH), context.socket(zmq.XSUB)
     for sock in (push, xsub):

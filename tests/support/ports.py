@@ -17,3 +17,23 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
+
+
+def free_port_pair(attempts: int = 100) -> int:
+    """A port P with P and P+1 both bindable on 127.0.0.1 right now (both are bound, then released).
+
+    For what binds two neighbouring ports from one setting: the worker pool takes P for
+    crops and P+1 for results.
+    """
+    for _ in range(attempts):
+        port = free_port()
+        if port >= 65535:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as first, socket.socket(socket.AF_INET, socket.SOCK_STREAM) as second:
+            try:
+                first.bind((HOST, port))
+                second.bind((HOST, port + 1))
+            except OSError:  # P was taken since free_port() saw it, or P+1 is: try another P
+                continue
+            return port
+    raise RuntimeError(f"no free pair of neighbouring ports on {HOST} in {attempts} tries")
