@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-import zmq
 
 from support.clips import write_line_clip
 from support.daemon import Daemon, daemon_config, publish_endpoint
@@ -77,12 +76,7 @@ def test_killed_worker_is_restarted_and_the_pipeline_continues(tmp_path, clip) -
 def test_a_subscriber_that_never_reads_does_not_stall_capture(tmp_path, clip) -> None:
     config = daemon_config(tmp_path, str(clip), loop=True, realtime=False, max_fps=50.0)
     endpoint = publish_endpoint(config)
-    context = zmq.Context()
-    stuck = context.socket(zmq.SUB)
-    stuck.setsockopt(zmq.RCVHWM, 1)
-    stuck.setsockopt(zmq.LINGER, 0)
-    stuck.setsockopt_string(zmq.SUBSCRIBE, "")
-    stuck.connect(endpoint)  # connected, subscribed to everything, never read
+    stuck = Subscriber(endpoint, rcvhwm=1)  # connected, subscribed to everything, never read
     try:
         with Subscriber(endpoint, topics=("stats",)) as sub, Daemon(config) as daemon:
             is_detect = lambda t, b: t == "stats" and b.get("process") == "detect-0" and b["frames"] > 0  # noqa: E731
@@ -93,7 +87,6 @@ def test_a_subscriber_that_never_reads_does_not_stall_capture(tmp_path, clip) ->
             assert daemon.terminate(timeout=20) == 0
     finally:
         stuck.close()
-        context.term()
 
 
 def test_sigterm_under_load_exits_zero_within_the_deadline(tmp_path, clip) -> None:

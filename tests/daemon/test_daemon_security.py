@@ -27,18 +27,6 @@ from textwatch.errors import ExitCode
 TEXT = "TEXTWATCH 42"
 
 
-class CurveSubscriber(Subscriber):
-    """The harness's Subscriber, connecting as a CURVE client when given keys."""
-
-    def __init__(self, endpoint: str, curve: bus.ClientCurve | None) -> None:
-        self.context = zmq.Context()
-        self.socket = self.context.socket(zmq.SUB)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.setsockopt_string(zmq.SUBSCRIBE, "")
-        bus.connect(self.socket, endpoint, curve)
-        self.seen = []
-
-
 def test_a_daemon_bound_on_all_interfaces_serves_only_allowed_keys(tmp_path: Path, keys: Keys) -> None:
     clip = write_line_clip(tmp_path / "line.mp4", [TEXT], frames_each=20)
     pool = free_port_pair()  # the pool binds POOL (crops) and POOL+1 (results)
@@ -55,9 +43,9 @@ def test_a_daemon_bound_on_all_interfaces_serves_only_allowed_keys(tmp_path: Pat
     here = f"tcp://127.0.0.1:{publish}"
     run = tmp_path / "run"
     with (
-        CurveSubscriber(here, keys.client()) as allowed,
-        CurveSubscriber(here, None) as plain,
-        CurveSubscriber(here, keys.stranger()) as stranger,
+        Subscriber(here, curve=keys.client()) as allowed,
+        Subscriber(here) as plain,
+        Subscriber(here, curve=keys.stranger()) as stranger,
         Daemon(config) as daemon,
     ):
         allowed.wait_for(text_is(TEXT), timeout=60)
