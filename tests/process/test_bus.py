@@ -10,40 +10,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import zmq
 
+from support.daemon import Daemon
 from support.messages import crop_message, text_result
 from support.ports import free_port, free_port_pair
 from textwatch import bus, wire
-from textwatch.config import Settings, load_settings
 from textwatch.tools.subscribe import format_line
 
 RECV_TIMEOUT_S = 10.0
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def receive(sock: zmq.Socket, until, timeout_s: float = RECV_TIMEOUT_S) -> list[tuple[str, dict]]:
-    """Decoded messages from `sock` until `until(messages)` is true; fails after timeout_s."""
-    messages: list[tuple[str, dict]] = []
-    deadline = time.monotonic() + timeout_s
-    while not until(messages):
-        left = deadline - time.monotonic()
-        assert left > 0, f"timed out; got {[m[0] for m in messages][-20:]}"
-        if sock.poll(int(min(left, 0.2) * 1000), zmq.POLLIN):
-            messages.append(wire.decode_published(sock.recv_multipart()))
-    return messages
 
 
 def wait_subscribed(producer: zmq.Socket, prefix: bytes, timeout_s: float = RECV_TIMEOUT_S) -> None:
@@ -56,6 +39,7 @@ def wait_subscribed(producer: zmq.Socket, prefix: bytes, timeout_s: float = RECV
 
 
 def has(topic: str, pred=lambda p: True):
+    """For Subscriber.collect: a message on `topic` whose payload satisfies `pred` has arrived."""
     return lambda messages: any(t == topic and pred(p) for t, p in messages)
 
 
@@ -77,46 +61,14 @@ WORKER_CLI = (
 )
 
 
-def spawn(script: str, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-c", script, *args], env=env, stderr=subprocess.PIPE, text=True)
-
-
-def stop_process(proc: subprocess.Popen, timeout_s: float = 10.0) -> int:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-        pytest.fail(f"process {proc.args[:3]} ignored SIGTERM")
-    finally:
-        proc.stderr.close()
-    return proc.returncode
-
-
-@dataclass
-class Daemon:
-    config: Path
-    settings: Settings
-    endpoints: bus.Endpoints
-    ctx: zmq.Context
-    push: zmq.Socket  # the detect process's crops PUSH, played by the test
-
-    def subscriber(self, *prefixes: str, rcvhwm: int = 1000) -> zmq.Socket:
-        """A SUB on the publish endpoint, returned once it demonstrably receives (stats arrive)."""
-        sock = self.ctx.socket(zmq.SUB)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.RCVHWM, rcvhwm)
-        for prefix in (*prefixes, "stats"):
-            sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
-        sock.connect(self.endpoints.publish)
-        receive(sock, has("stats"))
-        return sock
+def python_c(script: str, *args: str) -> list[str]:
+    """`python -c SCRIPT ARGS...` under the interpreter running the tests."""
+    return [sys.executable, "-c", script, *args]
 
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory):
+    """A publisher and a worker (support.daemon.Daemon); the test plays detect through `daemon.push`."""
     folder = tmp_path_factory.mktemp("bus")
     pool, publish = free_port_pair(), free_port_pair()
     config = folder / "textwatch.toml"
@@ -125,21 +77,14 @@ def daemon(tmp_path_factory: pytest.TempPathFactory):
         f'[bus]\nruntime_dir = "{folder / "run"}"\npublish = "tcp://127.0.0.1:{publish}"\n'
         f'pool = "tcp://127.0.0.1:{pool}"\npublish_hwm = 200\n'
     )
-    settings = load_settings(config)
-    endpoints = bus.Endpoints.from_settings(settings)
-    publisher = spawn(PUBLISHER, str(config))
-    worker = spawn(WORKER, str(config), "local-1")
-    ctx = zmq.Context.instance()
-    push = bus.crop_pusher(ctx, endpoints, settings)
-    state = Daemon(config, settings, endpoints, ctx, push)
-    try:
+    processes = {"publisher": python_c(PUBLISHER, str(config)), "worker": python_c(WORKER, str(config), "local-1")}
+    with Daemon(config, processes) as state:
+        state.play_detect()
         sub = state.subscriber("stats")
-        receive(sub, has("stats", lambda p: p["process"] == "local-1"), timeout_s=30)
+        sub.collect(has("stats", lambda p: p["process"] == "local-1"), timeout=30)
         sub.close()
         yield state
-    finally:
-        push.close()
-        codes = {"worker": stop_process(worker), "publisher": stop_process(publisher)}
+        codes = state.terminate_all(timeout=10)
     assert codes == {"worker": 0, "publisher": 0}
 
 
@@ -148,7 +93,7 @@ def test_text_and_complete_frame_arrive_through_the_publisher(daemon: Daemon) ->
     try:
         daemon.push.send_multipart(crop_message("Align Text", "doc", seq=5, region=1, regions=2))
         daemon.push.send_multipart(crop_message("Sample Text", "doc", seq=5, region=0, regions=2))
-        messages = receive(sub, has("frame.doc"))
+        messages = sub.collect(has("frame.doc"))
     finally:
         sub.close()
     texts = {p["region"]: p for t, p in messages if t == "text.doc"}
@@ -166,7 +111,7 @@ def test_incomplete_frame_is_published_after_the_timeout(daemon: Daemon) -> None
         sent = time.monotonic()
         daemon.push.send_multipart(crop_message("Sample Text", "gate", seq=1, region=0, regions=3))
         daemon.push.send_multipart(crop_message("EXIT", "gate", seq=1, region=2, regions=3))
-        [frame] = [p for t, p in receive(sub, has("frame.gate")) if t == "frame.gate"]
+        [frame] = [p for t, p in sub.collect(has("frame.gate")) if t == "frame.gate"]
     finally:
         sub.close()
     assert time.monotonic() - sent >= daemon.settings.pipeline.frame_timeout_s
@@ -180,7 +125,7 @@ def test_malformed_crops_are_rejected_and_the_worker_goes_on(daemon: Daemon) -> 
         for frames in ([b"not json", b"x"], [b"{}"], [b"{}", b"", b""], [b'{"v":1}', bytes(100)]):
             daemon.push.send_multipart(frames)
         daemon.push.send_multipart(crop_message("Sample Text", "bad"))
-        messages = receive(sub, lambda ms: has("text.bad")(ms) and has(
+        messages = sub.collect(lambda ms: has("text.bad")(ms) and has(
             "stats", lambda p: p["process"] == "local-1" and p["rejected"] >= 2)(ms))
     finally:
         sub.close()
@@ -196,7 +141,7 @@ def test_malformed_results_are_rejected_by_the_publisher(daemon: Daemon) -> None
         producer.send_multipart([b"junk", b"\xff\xfe"])
         producer.send_multipart(wire.encode_published(wire.TOPIC_TEXT, text_result(camera="other"), "forged"))
         producer.send_multipart(wire.encode_published(wire.TOPIC_TEXT, text_result(camera="forged", region=5), "forged"))
-        messages = receive(sub, has("stats", lambda p: p["process"] == "publisher" and p["rejected"] >= 4))
+        messages = sub.collect(has("stats", lambda p: p["process"] == "publisher" and p["rejected"] >= 4))
     finally:
         producer.close()
         sub.close()
@@ -217,8 +162,8 @@ def test_slow_subscriber_does_not_block_the_publisher(daemon: Daemon) -> None:
         def read_fast() -> None:
             end = time.monotonic() + 20
             while time.monotonic() < end:
-                if fast.poll(200):
-                    name, body = wire.decode_published(fast.recv_multipart())
+                if (message := fast.receive(0.2)) is not None:
+                    name, body = message
                     if name == "flood":
                         got.append(body["i"])
                         if body["i"] == -1:
@@ -236,7 +181,7 @@ def test_slow_subscriber_does_not_block_the_publisher(daemon: Daemon) -> None:
                 break
             time.sleep(0.05)
         reader.join(timeout=25)
-        slow_got = len(receive_all(slow))
+        slow_got = len(slow.drain())
     finally:
         producer.close()
         slow.close()
@@ -246,25 +191,20 @@ def test_slow_subscriber_does_not_block_the_publisher(daemon: Daemon) -> None:
     assert slow_got < count / 2, f"the slow subscriber got {slow_got} of {count}: nothing was dropped?"
 
 
-def receive_all(sock: zmq.Socket) -> list:
-    out = []
-    while sock.poll(300):
-        out.append(sock.recv_multipart())
-    return out
-
-
 def test_remote_worker_takes_work_and_exits_0_on_sigterm(daemon: Daemon) -> None:
     """`textwatch worker --connect tcp://HOST:PORT` joins the pool over tcp; SIGTERM stops it with 0."""
-    remote = spawn(WORKER_CLI, "--connect", daemon.endpoints.pool_crops, "--name", "remote-1", "-c", str(daemon.config))
+    remote = Daemon(daemon.config, {"remote-1": python_c(
+        WORKER_CLI, "--connect", daemon.endpoints.pool_crops, "--name", "remote-1", "-c", str(daemon.config))})
     sub = daemon.subscriber("text.far")
     try:
-        receive(sub, has("stats", lambda p: p["process"] == "remote-1"), timeout_s=30)
+        sub.collect(has("stats", lambda p: p["process"] == "remote-1"), timeout=30)
         for seq in range(6):
             daemon.push.send_multipart(crop_message("Sample Text", "far", seq=seq))
-        messages = receive(sub, lambda ms: len([t for t, _ in ms if t == "text.far"]) == 6)
+        messages = sub.collect(lambda ms: len([t for t, _ in ms if t == "text.far"]) == 6)
     finally:
         sub.close()
-        code = stop_process(remote)
+        code = remote.terminate(timeout=10)
+        remote.stop()
     workers = [p["worker"] for t, p in messages if t == "text.far"]
     assert "remote-1" in workers and all(p["text"] == "Sample Text" for t, p in messages if t == "text.far")
     assert code == 0

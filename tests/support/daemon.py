@@ -1,4 +1,4 @@
-"""A real daemon in a subprocess, and its config.
+"""Real daemons in subprocesses (the whole daemon, or some of its processes), and their config.
 
 The detector used here is a *whole-frame* model: a darknet cfg whose single
 [yolo] cell always predicts one box covering the entire input. With clips made
@@ -13,12 +13,20 @@ import json
 import os
 import signal
 import subprocess
+import tomllib
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+import pytest
+import zmq
 
 from support.cli import textwatch_exe
 from support.models import whole_frame_model
 from support.ports import free_port
+from support.subscriber import Subscriber
+from textwatch import bus
+from textwatch.config import Settings, load_settings
 
 
 def daemon_config(
@@ -64,39 +72,111 @@ publish = "tcp://127.0.0.1:{free_port()}"
 
 
 def publish_endpoint(config: Path) -> str:
-    import tomllib
-
+    """Where the daemon of `config` publishes (read from the file, before any daemon runs)."""
     return tomllib.loads(config.read_text())["bus"]["publish"]
 
 
 class Daemon:
-    """`textwatch run -c CONFIG` in its own session; always killed at exit."""
+    """Real textwatch processes from one config, each in its own session and log file; all killed at exit.
 
-    def __init__(self, config: Path) -> None:
+    `Daemon(config)` is the whole daemon, `textwatch run -c CONFIG`: the supervisor, which starts
+    detect, the OCR workers and the publisher itself. `Daemon(config, processes)` starts only the
+    given processes (name -> command line) for a test that plays the others: process/test_bus.py
+    runs a publisher and a worker, and plays detect through `play_detect()`.
+    """
+
+    def __init__(self, config: Path, processes: dict[str, list[str]] | None = None) -> None:
         self.config = config
-        self.log = config.parent / "daemon.log"
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs: dict[str, Path] = {}
+        self.push: zmq.Socket | None = None
+        self._handles: list[IO[str]] = []
+        try:
+            for name, command in (processes or {"daemon": [str(textwatch_exe()), "run", "-c", str(config)]}).items():
+                self._start(name, command)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, name: str, command: list[str]) -> None:
+        log = self.config.parent / f"{name}.log"
+        handle = open(log, "w")  # noqa: SIM115 - closed in stop()
+        self._handles.append(handle)
+        self.logs[name] = log
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.handle = open(self.log, "w")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [str(textwatch_exe()), "run", "-c", str(config)], stdout=self.handle, stderr=subprocess.STDOUT,
-            env=env, start_new_session=True,
+        self.processes[name] = subprocess.Popen(
+            command, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
 
-    def terminate(self, timeout: float) -> int:
-        """SIGTERM to the supervisor alone (as systemd's KillMode=mixed does); its exit code."""
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=timeout)
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        """The first process started: the supervisor of a whole daemon."""
+        return next(iter(self.processes.values()))
+
+    @cached_property
+    def settings(self) -> Settings:
+        return load_settings(self.config)
+
+    @cached_property
+    def endpoints(self) -> bus.Endpoints:
+        return bus.Endpoints.from_settings(self.settings)
+
+    @property
+    def ctx(self) -> zmq.Context:
+        """The test process's one ZeroMQ context."""
+        return zmq.Context.instance()
+
+    def play_detect(self) -> zmq.Socket:
+        """Bind detect's crops PUSH in the test (for a Daemon started without detect); kept as `push`."""
+        self.push = bus.crop_pusher(self.ctx, self.endpoints, self.settings)
+        return self.push
+
+    def subscriber(self, *prefixes: str, rcvhwm: int = 1000, timeout: float = 10.0) -> Subscriber:
+        """A Subscriber to `prefixes` and stats on the publish endpoint, returned once it
+        demonstrably receives: a stats message has arrived (the publisher has our subscription)."""
+        sub = Subscriber(self.endpoints.publish, (*prefixes, "stats"), rcvhwm=rcvhwm)
+        try:
+            sub.wait_for(lambda topic, _: topic == "stats", timeout=timeout)
+        except BaseException:
+            sub.close()
+            raise
+        return sub
+
+    def terminate(self, timeout: float, name: str | None = None) -> int:
+        """SIGTERM to one process alone (by default the first: the supervisor, as systemd's
+        KillMode=mixed does); its exit code. One that ignores it for `timeout` s is killed and
+        fails the test."""
+        name = name or next(iter(self.processes))
+        process = self.processes[name]
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+            pytest.fail(f"{name} ignored SIGTERM for {timeout} s; its log ends:\n{self.log_text(name)[-3000:]}")
+
+    def terminate_all(self, timeout: float) -> dict[str, int]:
+        """SIGTERM to every process in turn, the last started first; their exit codes by name."""
+        return {name: self.terminate(timeout, name) for name in reversed(list(self.processes))}
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-        self.handle.close()
+        """Kill what still runs (each process with its session), close the logs and our PUSH."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        for handle in self._handles:
+            handle.close()
+        if self.push is not None:
+            self.push.close(linger=0)
 
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
+    def log_text(self, name: str | None = None) -> str:
+        """The log of one process (by default the first: the supervisor's)."""
+        return self.logs[name or next(iter(self.logs))].read_text(errors="replace")
 
     def log_events(self) -> list[dict[str, Any]]:
+        """The JSON lines of the supervisor's log (structlog events)."""
         events = []
         for line in self.log_text().splitlines():
             try:
