@@ -21,6 +21,7 @@ from support.daemon import Daemon, daemon_config, publish_endpoint
 from support.ports import free_port_pair
 from support.rtsp import RtspServer, server_available
 from support.subscriber import Subscriber, event_is, text_is
+from support.wait import wait_until
 from textwatch.errors import ExitCode
 
 pytestmark = pytest.mark.slow
@@ -63,9 +64,7 @@ def test_killed_worker_is_restarted_and_the_pipeline_continues(tmp_path, clip) -
         sub.wait_for(text_is(TEXT), timeout=60)
         first = daemon.child_pids("ocr-")
         os.kill(first[0], signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while len(daemon.child_pids("ocr-")) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(lambda: len(daemon.child_pids("ocr-")) >= 2, 30, 0.2, "the killed worker was not restarted")
         assert len(daemon.child_pids("ocr-")) == 2, "the killed worker was not restarted"
         restarted_at = time.time()
         _, body = sub.wait_for(lambda t, b: text_is(TEXT)(t, b) and b["ts"] > restarted_at, timeout=30)
@@ -81,8 +80,9 @@ def test_a_subscriber_that_never_reads_does_not_stall_capture(tmp_path, clip) ->
         with Subscriber(endpoint, topics=("stats",)) as sub, Daemon(config) as daemon:
             is_detect = lambda t, b: t == "stats" and b.get("process") == "detect-0" and b["frames"] > 0  # noqa: E731
             _, early = sub.wait_for(is_detect, timeout=60)
-            time.sleep(4)
-            _, late = sub.wait_for(is_detect, timeout=10)
+            # Stats from 4 s later by the daemon's clock, the stuck subscriber long full by then. (A
+            # sleep(4) before reading gave the stats queued meanwhile: the one just after `early`.)
+            _, late = sub.wait_for(lambda t, b: is_detect(t, b) and b["ts"] >= early["ts"] + 4, timeout=20)
             assert late["frames"] > early["frames"] + 5, (early, late)
             assert daemon.terminate(timeout=20) == 0
     finally:

@@ -13,6 +13,7 @@ import pytest
 from support.clips import write_line_clip
 from support.daemon import Daemon, daemon_config, publish_endpoint
 from support.subscriber import Subscriber, text_is
+from support.wait import wait_until
 from textwatch.errors import ExitCode
 
 
@@ -24,9 +25,7 @@ def test_recycled_workers_are_replaced_outside_the_restart_budget(tmp_path: Path
     text = config.read_text().replace("restart_budget = 20", "restart_budget = 0\nworker_max_crops = 5")
     config.write_text(text.replace("[detector]", "[tracking]\nenabled = false\n\n[detector]"))
     with Subscriber(publish_endpoint(config)) as sub, Daemon(config) as daemon:
-        deadline = time.monotonic() + 60
-        while len(daemon.child_pids("ocr-")) < 3 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(lambda: len(daemon.child_pids("ocr-")) >= 3, 60, 0.2, lambda: daemon.log_text()[-2000:])
         assert len(daemon.child_pids("ocr-")) >= 3, daemon.log_text()[-2000:]
         recycled = [e for e in daemon.log_events() if e.get("event") == "worker_recycled"]
         assert len(recycled) >= 2

@@ -21,6 +21,7 @@ import pytest
 from support.clips import write_line_clip
 from support.daemon import Daemon, daemon_config, publish_endpoint
 from support.subscriber import Subscriber, text_is
+from support.wait import wait_until
 
 TEXT = "TEXTWATCH 42"
 WATCHDOG_S = 2.0
@@ -80,10 +81,10 @@ def looping_config(tmp_path: Path) -> Path:
 
 def log_event(daemon: Daemon, name: str, timeout: float = 5.0) -> dict:
     """The first `name` event of the daemon's log, waiting up to `timeout` for it to be written."""
-    deadline = time.monotonic() + timeout
-    while not (events := [e for e in daemon.log_events() if e.get("event") == name]) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert events, f"no {name} in the daemon log:\n{daemon.log_text()[-3000:]}"
+    events = wait_until(
+        lambda: [e for e in daemon.log_events() if e.get("event") == name], timeout, interval=0.1,
+        message=lambda: f"no {name} in the daemon log:\n{daemon.log_text()[-3000:]}",
+    )
     return events[0]
 
 

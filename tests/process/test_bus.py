@@ -179,7 +179,7 @@ def test_slow_subscriber_does_not_block_the_publisher(daemon: Daemon) -> None:
             producer.send_multipart(wire.encode_published("flood", {"i": -1}))
             if not reader.is_alive():
                 break
-            time.sleep(0.05)
+            time.sleep(0.05)  # paces the repeats of the marker; the reader's exit is the condition
         reader.join(timeout=25)
         slow_got = len(slow.drain())
     finally:

@@ -29,7 +29,8 @@ def free_port_pair(attempts: int = 100) -> int:
         port = free_port()
         if port >= 65535:
             continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as first, socket.socket(socket.AF_INET, socket.SOCK_STREAM) as second:
+        first, second = socket.socket(socket.AF_INET, socket.SOCK_STREAM), socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        with first, second:
             try:
                 first.bind((HOST, port))
                 second.bind((HOST, port + 1))
