@@ -1,9 +1,10 @@
 """Faults (issue 6): real daemons under killed servers, killed children, bad files and hostile bytes.
 
 Every test runs `textwatch run` as real processes and bounds every wait (one
-`textwatch worker` fed hostile crops is in process/test_worker_faults.py). Repetitions default to what the issue asks where this
-2-core machine affords it, and TEXTWATCH_FAULT_REPEATS overrides them all
-(e.g. TEXTWATCH_FAULT_REPEATS=20 for the issue's full RTSP count).
+`textwatch worker` fed hostile crops is in process/test_worker_faults.py).
+Repetitions default to what the issue asks where this 2-core machine affords
+it, and TEXTWATCH_FAULT_REPEATS overrides them all (e.g.
+TEXTWATCH_FAULT_REPEATS=20 for the issue's full RTSP count).
 
 "No crash" is checked by process identity: every child keeps the pid it had
 (no new `child_started` in the supervisor's log) and the supervisor still runs.

@@ -18,7 +18,7 @@ BUS_WITH_KEYS = BusSettings(curve_secret_key=Path("daemon.key_secret"), curve_al
 
 
 def test_endpoints_from_settings(tmp_path: Path) -> None:
-    settings = Settings(bus=BUS_WITH_KEYS.model_copy())  # beyond loopback needs CURVE keys (test_security.py)
+    settings = Settings(bus=BUS_WITH_KEYS.model_copy())  # beyond loopback needs CURVE keys (process/test_security.py)
     settings.bus.runtime_dir = tmp_path / "run"
     settings.bus.pool = "tcp://0.0.0.0:7000"
     ep = bus.Endpoints.from_settings(settings)
