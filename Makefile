@@ -19,7 +19,7 @@ APT_PACKAGES := tesseract-ocr tesseract-ocr-eng ffmpeg \
 	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly \
 	systemd
 
-.PHONY: run image test deps apt config clean
+.PHONY: run image test test-fast deps apt config clean
 
 # The daemon on the embedded default: config/textwatch.toml plays the bundled sample
 # video (daemon/textwatch/data/sample.mp4, looped) through the shipped detector; a
@@ -43,8 +43,13 @@ image: deps
 		$(VENV)/bin/textwatch image $(SHARED)/seed/TestingImage.jpg; \
 	fi
 
+# Everything: tests/unit, tests/process (real processes and sockets) and tests/daemon (whole daemons).
 test: deps
 	$(PY) -m pytest -q
+
+# Only tests/unit: pure functions and classes in one process, no daemon, no real socket pair.
+test-fast: deps
+	$(PY) -m pytest -q tests/unit
 
 deps: apt $(VENV)/.installed
 

@@ -1,35 +1,18 @@
-"""Shared fixtures: real model files written by the tests, real Tesseract, the shared data dir."""
+"""Fixtures shared by the kinds of test (unit, process, daemon): model files, configs, keys, NOTIFY_SOCKET.
+
+Helpers that tests import live in the `support` package (tests/support), which
+pyproject's `pythonpath = ["tests"]` makes importable.
+"""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import socket
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-sys.path.insert(0, str(Path(__file__).parent))
-
-from cfgs import write_random_weights, yolov4_tiny_cfg  # noqa: E402
-
-SHIPPED_CFG = ROOT / "backup" / "textwatch-tiny.cfg"
-SHIPPED_WEIGHTS = ROOT / "backup" / "textwatch-tiny.weights"
-
-
-def shared_path(*parts: str) -> Path:
-    """A path under ../shared, skipping the test (with the reason) when it is absent."""
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"{path} is absent: the shared eval/train data sits beside the project only on dev machines")
-    return path
-
-
-def needs_shipped_model() -> None:
-    if not SHIPPED_WEIGHTS.exists():
-        pytest.skip("backup/textwatch-tiny.weights is not trained yet (issue 3)")
+from support.keys import Keys
+from support.models import write_random_weights, yolov4_tiny_cfg
 
 
 @pytest.fixture(scope="session")
@@ -54,8 +37,19 @@ def write_config(tmp_path: Path):
     return write
 
 
-def run_cli(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
-    """The real `textwatch` console script in a subprocess."""
-    exe = Path(sys.executable).with_name("textwatch")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout, env=env, **kwargs)
+@pytest.fixture
+def keys(tmp_path: Path) -> Keys:
+    """CURVE key pairs for a daemon, an allow-listed client and a stranger (process and daemon security tests)."""
+    return Keys(tmp_path)
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A bound AF_UNIX datagram socket and NOTIFY_SOCKET naming it."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = tmp_path / "notify.sock"
+    sock.bind(str(path))
+    sock.settimeout(5)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    yield sock
+    sock.close()

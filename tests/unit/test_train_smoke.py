@@ -19,14 +19,14 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the torch extra is not installed")
 
+from support.paths import ROOT  # noqa: E402
 from textwatch.detect.darknet import check_weights, parse_cfg  # noqa: E402
 from textwatch.errors import ConfigError  # noqa: E402
 from textwatch.train import trainer  # noqa: E402
 from textwatch.train.loss import LossWeights, yolo_loss  # noqa: E402
 from textwatch.detect.torchnet import build_net  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-TINY_CFG = REPO / "backup" / "textwatch-tiny.cfg"
+TINY_CFG = ROOT / "backup" / "textwatch-tiny.cfg"
 SIZE = 128
 
 
@@ -127,13 +127,13 @@ def test_train_resume_and_export(tmp_path: Path) -> None:
     cfg = small_cfg(tmp_path)
     recipe = trainer.load_recipe(write_recipe(tmp_path, cfg, cache=12))
     out = tmp_path / "run"
-    first = trainer.train(recipe, trainer.Options(out=out, device="cpu", steps=2), rect_factory, REPO)
+    first = trainer.train(recipe, trainer.Options(out=out, device="cpu", steps=2), rect_factory, ROOT)
     assert first["step"] == 2
     assert (out / "checkpoint.pt").is_file() and (out / "cache.npy").is_file()
     saved = torch.load(out / "checkpoint.pt", weights_only=False)
     assert saved["step"] == 2
 
-    final = trainer.train(recipe, trainer.Options(out=out, device="cpu", resume=True), rect_factory, REPO)
+    final = trainer.train(recipe, trainer.Options(out=out, device="cpu", resume=True), rect_factory, ROOT)
     assert final["step"] == 4
     assert [s for s, _ in final["history"]["train"]] == [1, 2, 3, 4], "resume restarted the history"
     assert [s for s, _ in final["history"]["val_loss"]] == [2, 4]
@@ -154,7 +154,7 @@ def test_train_resume_and_export(tmp_path: Path) -> None:
 def test_streaming_data_without_cache(tmp_path: Path) -> None:
     """cache_samples = 0 renders every sample fresh, in-process with workers = 0."""
     recipe = trainer.load_recipe(write_recipe(tmp_path, small_cfg(tmp_path), cache=0))
-    metrics = trainer.train(recipe, trainer.Options(out=tmp_path / "run", device="cpu", steps=1, workers=0), rect_factory, REPO)
+    metrics = trainer.train(recipe, trainer.Options(out=tmp_path / "run", device="cpu", steps=1, workers=0), rect_factory, ROOT)
     assert metrics["step"] == 1 and not (tmp_path / "run" / "cache.npy").exists()
 
 
@@ -224,7 +224,7 @@ def test_real_validation_scores_held_out_images_and_keeps_the_best_weights(tmp_p
     held = trainer.real_held_out(recipe, SIZE, root)
     assert sum(len(batch.images) for batch in held) == 6
     out = tmp_path / "run"
-    metrics = trainer.train(recipe, trainer.Options(out=out, device="cpu", steps=2, workers=0), rect_factory, REPO,
+    metrics = trainer.train(recipe, trainer.Options(out=out, device="cpu", steps=2, workers=0), rect_factory, ROOT,
                             real_root=root)
 
     assert [step for step, _ in metrics["history"]["real_recall"]] == [2]

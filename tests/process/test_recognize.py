@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import shared_path
+from support.paths import shared_path
 from textwatch.config import OcrSettings
 from textwatch.errors import BackendUnavailable
 from textwatch.recognize import Recognizer, Word, classify, glyph_height, is_light_on_dark, preprocess

@@ -1,20 +1,17 @@
-"""The Prometheus exporter and `textwatch status`: stats -> metrics conversion, then a real daemon scraped over HTTP."""
+"""The Prometheus exporter and `textwatch status`: stats -> metrics conversion, the status summary, its exit codes.
+
+A real daemon scraped over HTTP is in daemon/test_daemon_metrics.py.
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from daemon_harness import Daemon, daemon_config, write_line_clip
-from rtsp_server import free_port
+from support.cli import run_status
+from support.ports import free_port
 from textwatch import metrics, wire
 from textwatch.tools import status
 from textwatch.config import Settings
@@ -219,12 +216,6 @@ def test_url_from_listen() -> None:
     assert status.url_from_listen("[::1]:9108") == "http://[::1]:9108/metrics"
 
 
-def run_status(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "textwatch.tools.status", *args], capture_output=True, text=True,
-                          timeout=30, env=env)
-
-
 def test_status_of_an_unreachable_endpoint_is_one_line_and_exit_69() -> None:
     result = run_status("--url", f"http://127.0.0.1:{free_port()}/metrics")
     assert result.returncode == 69, result
@@ -244,45 +235,3 @@ def test_run_status_in_process_reports_a_down_camera(capsys) -> None:
         exp.close()
     assert code == 1
     assert "down" in capsys.readouterr().out
-
-
-# ---------------------------------------------------------------- the real daemon
-
-
-@pytest.mark.slow
-def test_a_running_daemon_serves_metrics_and_status_says_healthy(tmp_path) -> None:
-    clip = write_line_clip(tmp_path / "line.mp4", ["TEXTWATCH 42"], frames_each=20)
-    port = free_port()
-    config = daemon_config(tmp_path, str(clip), loop=True, metrics_port=port, max_fps=5.0)
-    url = f"http://127.0.0.1:{port}/metrics"
-    with Daemon(config) as daemon:
-        deadline, samples = time.monotonic() + 60, {}
-        while time.monotonic() < deadline:
-            try:
-                text = urllib.request.urlopen(url, timeout=3).read().decode()
-            except OSError:
-                time.sleep(0.5)
-                continue
-            samples = status.parse(text)
-            memory = {labels["process"] for labels, _ in samples.get("process_resident_memory_bytes", [])}
-            if (
-                _total(samples, "frames_read_total") > 0
-                and _total(samples, "ocr_latency_seconds_count") > 0
-                and {"publisher", "detect-0", "ocr-0"} <= memory
-                and _total(samples, "source_up") == 1
-            ):
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail(f"metrics incomplete after 60 s: {dict(samples)}\n{daemon.log_text()[-3000:]}")
-        assert str(clip) not in text and "line.mp4" not in text
-        assert all(value > 1 << 20 for _, value in samples["process_resident_memory_bytes"])
-
-        healthy = run_status("-c", str(config))
-        assert healthy.returncode == 0, healthy
-        assert "cam1" in healthy.stdout and "up" in healthy.stdout and "p50" in healthy.stdout
-        assert daemon.terminate(timeout=20) == 0
-
-
-def _total(samples: status.Samples, name: str) -> float:
-    return sum(value for _, value in samples.get(name, []))

@@ -1,12 +1,18 @@
-"""Darknet cfg texts and random weights for tests (written by the tests, never downloaded)."""
+"""Detector models for tests: darknet cfgs and random weights written by the tests (never
+downloaded), constant models whose output is known, and the shipped model in backup/."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from support.paths import ROOT
 from textwatch.detect.darknet import parse_cfg
+
+SHIPPED_CFG = ROOT / "backup" / "textwatch-tiny.cfg"
+SHIPPED_WEIGHTS = ROOT / "backup" / "textwatch-tiny.weights"
 
 ANCHORS = "10,14, 23,27, 37,58, 81,82, 135,169, 344,319"
 
@@ -100,3 +106,13 @@ def constant_model(
     biases = np.array([0, 0, 0, 0, objectness, cls], "<f4").tobytes()
     weights.write_bytes(header + biases + np.zeros(6 * 3, "<f4").tobytes())
     return cfg, weights
+
+
+def whole_frame_model(folder: Path) -> tuple[Path, Path]:
+    """One 64x64 cell over the 64x64 input whose box is the whole input (objectness logit 8)."""
+    return constant_model(folder, "whole", 64, (64, 64), 8.0, 8.0)
+
+
+def needs_shipped_model() -> None:
+    if not SHIPPED_WEIGHTS.exists():
+        pytest.skip("backup/textwatch-tiny.weights is not trained yet (issue 3)")

@@ -1,9 +1,9 @@
 """A real RTSP server for tests: serves a video file, looped forever, as H.264 over RTSP.
 
-Run as a script with Debian's /usr/bin/python3 (not the venv: it needs
-python3-gi and gir1.2-gst-rtsp-server-1.0 from the system):
+Run as a module with Debian's /usr/bin/python3 (not the venv: it needs
+python3-gi and gir1.2-gst-rtsp-server-1.0 from the system), from tests/:
 
-    /usr/bin/python3 tests/rtsp_server.py VIDEO --port 8554 --path /cam [--user U --password P]
+    cd tests && /usr/bin/python3 -m support.rtsp VIDEO --port 8554 --path /cam [--user U --password P]
 
 It decodes VIDEO once into memory (keep test clips small), then feeds the raw
 frames round and round into an appsrc with steadily increasing timestamps, so
@@ -13,8 +13,9 @@ join quickly. It prints "READY" on stdout once it listens and exits on SIGTERM.
 With --user/--password it requires basic auth, so tests can put a password in
 the URL and check that it is redacted everywhere.
 
-Tests import `RtspServer` from this file (under the venv; it only uses the
-standard library there) to run the script as a subprocess.
+Tests use `RtspServer` from this module (under the venv) to run the server as a
+subprocess. Both sides import only the standard library and support.ports at the
+top, so the system Python can import this module too.
 """
 
 from __future__ import annotations
@@ -23,26 +24,21 @@ import argparse
 import os
 import selectors
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from support.ports import free_port
+
 SYSTEM_PYTHON = "/usr/bin/python3"
+TESTS = Path(__file__).resolve().parents[1]  # the folder holding the support package
 MAX_FRAMES = 600  # bound on the decoded clip held in memory
 DECODE_TIMEOUT_S = 30.0
 
 
 # ---------------------------------------------------------------- the fixture side (venv)
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def server_available() -> str | None:
@@ -100,10 +96,12 @@ class RtspServer:
         """Start the server and wait (bounded) until it prints READY."""
         if self.process is not None:
             raise RuntimeError("RTSP server already running")
-        command = [SYSTEM_PYTHON, str(Path(__file__).resolve()), str(self.video), "--port", str(self.port), "--path", self.path]
+        command = [SYSTEM_PYTHON, "-m", "support.rtsp", str(self.video), "--port", str(self.port), "--path", self.path]
         if self.user is not None:
             command += ["--user", self.user, "--password", self.password or ""]
+        # The system Python with none of the venv's settings, and tests/ on its path for `-m support.rtsp`.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+        env["PYTHONPATH"] = str(TESTS)
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._stderr, env=env)
         try:
             self._wait_ready()

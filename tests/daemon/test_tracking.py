@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from daemon_harness import Daemon, Subscriber, daemon_config, publish_endpoint, write_line_clip
+from support.clips import write_line_clip
+from support.daemon import Daemon, daemon_config, publish_endpoint
+from support.subscriber import Subscriber
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +79,7 @@ def moving_scene(path, fps: float = 4.0):
 def test_regions_appear_move_and_go_at_the_right_frames(tmp_path) -> None:
     """With the shipped detector: one appeared and one gone per region, at the frames the
     text appears and disappears, and the right final text."""
-    from conftest import needs_shipped_model
+    from support.models import needs_shipped_model
 
     needs_shipped_model()
     clip = moving_scene(tmp_path / "moving.mp4")  # 4 frames/s in real time: every frame is detected

@@ -1,12 +1,15 @@
-"""The config schema: strict, typed, documented by the default file."""
+"""The config schema: strict, typed, documented by the default file.
+
+How the CLI reports a bad config (exit 78, one line) is in process/test_config_cli.py.
+"""
 
 from __future__ import annotations
 
 import pytest
 
-from conftest import ROOT, run_cli
+from support.paths import ROOT
 from textwatch.config import DEFAULT_CONFIG, load_settings, render_default_config
-from textwatch.errors import ConfigError, ExitCode
+from textwatch.errors import ConfigError
 
 
 def test_default_file_is_generated_from_the_schema() -> None:
@@ -40,21 +43,6 @@ def test_bad_config_is_one_clear_error(write_config, text: str, message: str) ->
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_settings(write_config(text))
 
-
-def test_bad_config_exits_78_with_one_line(write_config, tmp_path) -> None:
-    path = write_config('[detector]\nconfidense = 0.5\n')
-    image = tmp_path / "x.png"
-    for args in (["check", "-c", str(path)], ["image", "-c", str(path), str(image)]):
-        result = run_cli(*args)
-        assert result.returncode == ExitCode.CONFIG, result.stderr
-        assert result.stderr.count("\n") == 1 and "unknown key 'detector.confidense'" in result.stderr
-        assert "Traceback" not in result.stderr
-
-
-def test_missing_config_file(tmp_path) -> None:
-    result = run_cli("check", "-c", str(tmp_path / "nope.toml"))
-    assert result.returncode == ExitCode.CONFIG
-    assert "config file not found" in result.stderr
 
 
 def test_omitted_paths_keep_pointing_at_the_shipped_files(write_config) -> None:

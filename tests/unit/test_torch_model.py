@@ -18,6 +18,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the torch extra is not installed")
 
+from support.paths import ROOT, SHARED  # noqa: E402
 from textwatch.detect.darknet import DarknetModel, check_weights, parse_cfg  # noqa: E402
 from textwatch.errors import ModelError  # noqa: E402
 from textwatch.detect.torchnet import (  # noqa: E402
@@ -27,9 +28,7 @@ from textwatch.detect.torchnet import (  # noqa: E402
     save_darknet_weights,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-TINY_CFG = REPO / "backup" / "textwatch-tiny.cfg"
+TINY_CFG = ROOT / "backup" / "textwatch-tiny.cfg"
 TOLERANCE = 1e-3
 
 

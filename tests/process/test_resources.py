@@ -1,7 +1,7 @@
 """Bounded resources (issue 6): the Tesseract deadline, worker recycling, bounded queues.
 
-Real Tesseract, a real worker on real ipc sockets (in a thread of this
-process), and a real daemon for recycling outside the restart budget.
+Real Tesseract and a real worker on real ipc sockets (in a thread of this
+process). Recycling in a real daemon is in daemon/test_daemon_resources.py.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import zmq
 
-from daemon_harness import Daemon, Subscriber, daemon_config, publish_endpoint, text_is, write_line_clip
 from textwatch import wire
 from textwatch.config import OcrSettings, Settings
 from textwatch.errors import ExitCode
@@ -161,27 +160,3 @@ def test_a_worker_retires_with_exit_75_after_max_crops(tmp_path: Path) -> None:
         assert final["crops_read"] == 3
     finally:
         rig.close()
-
-
-# ---------------------------------------------------------------- recycling in the daemon
-
-
-@pytest.mark.slow
-def test_recycled_workers_are_replaced_outside_the_restart_budget(tmp_path: Path) -> None:
-    """With restart_budget = 0 any counted restart would stop the daemon (exit 1); recycles must not."""
-    clip = write_line_clip(tmp_path / "line.mp4", ["RECYCLE 75"], frames_each=20)
-    config = daemon_config(tmp_path, str(clip), loop=True, realtime=False, max_fps=10.0)
-    text = config.read_text().replace("restart_budget = 20", "restart_budget = 0\nworker_max_crops = 5")
-    config.write_text(text.replace("[detector]", "[tracking]\nenabled = false\n\n[detector]"))
-    with Subscriber(publish_endpoint(config)) as sub, Daemon(config) as daemon:
-        deadline = time.monotonic() + 60
-        while len(daemon.child_pids("ocr-")) < 3 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert len(daemon.child_pids("ocr-")) >= 3, daemon.log_text()[-2000:]
-        recycled = [e for e in daemon.log_events() if e.get("event") == "worker_recycled"]
-        assert len(recycled) >= 2
-        assert not any(e.get("event") == "restart_budget_exhausted" for e in daemon.log_events())
-        restarted_at = time.time()
-        sub.wait_for(lambda t, b: text_is("RECYCLE 75")(t, b) and b["ts"] > restarted_at, timeout=30)
-        assert daemon.process.poll() is None
-        assert daemon.terminate(timeout=20) == ExitCode.OK

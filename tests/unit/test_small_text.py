@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from conftest import needs_shipped_model
+from support.models import needs_shipped_model
 from textwatch.config import load_settings
 from textwatch.detect.runtime import Detector
 from textwatch.tools.samples import SANS, font

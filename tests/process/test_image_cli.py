@@ -11,7 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import SHIPPED_CFG, needs_shipped_model, run_cli, shared_path
+from support.cli import run_cli
+from support.models import SHIPPED_CFG, needs_shipped_model
+from support.paths import shared_path
 from textwatch.errors import ExitCode
 from textwatch.tools.samples import document_window
 

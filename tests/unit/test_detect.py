@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import shared_path
-import cfgs
-from cfgs import write_random_weights
+from support import models
+from support.models import write_random_weights
+from support.paths import shared_path
 from textwatch.config import DetectorSettings
 from textwatch.detect.darknet import check_weights, parse_cfg
 from textwatch.detect.merge import merge_line_fragments, reading_order
@@ -20,7 +20,7 @@ from textwatch.errors import BackendUnavailable, ModelError
 
 def constant_model(folder: Path, objectness_logit: float) -> DetectorSettings:
     """A 2x2 grid (32x32 max-pool) where every cell predicts the same 40x20 box."""
-    cfg, weights = cfgs.constant_model(folder, "constant", 32, (40, 20), objectness_logit, 10.0)
+    cfg, weights = models.constant_model(folder, "constant", 32, (40, 20), objectness_logit, 10.0)
     return DetectorSettings(cfg=cfg, weights=weights, backend="cpu", padding=0.0, tiling="off", confidence=0.5)
 
 
@@ -150,7 +150,7 @@ def test_torch_backend_finds_the_same_text_lines() -> None:
     """Same boxes from both backends with the shipped model on a rendered window (random
     weights give hundreds of near-tied boxes, whose merging is not a backend property)."""
     pytest.importorskip("torch", reason="torch is the optional extra; make test installs it")
-    from conftest import SHIPPED_CFG, SHIPPED_WEIGHTS, needs_shipped_model
+    from support.models import SHIPPED_CFG, SHIPPED_WEIGHTS, needs_shipped_model
     from textwatch.tools.samples import document_window
 
     needs_shipped_model()

@@ -3,14 +3,14 @@ and `bench pipeline`'s comparison of the scheduling modes on recorded message li
 
 The timings themselves are benchmarks (printed, recorded in docs/benchmarks.md),
 not tests; what is tested here is that the reports add up and read the right messages.
+The real OCR run is in process/test_bench_ocr.py.
 """
 
 from __future__ import annotations
 
 import math
 
-from textwatch.tools.bench import bench_ocr, by_length, compare_runs, engine_ratio, tracked_texts
-from textwatch.config import OcrSettings
+from textwatch.tools.bench import by_length, compare_runs, engine_ratio, tracked_texts
 
 
 def event(track: int, kind: str, text: str, t: float = 0.0) -> tuple[float, str, dict]:
@@ -53,11 +53,3 @@ def test_by_length_splits_the_ratio_by_characters_per_crop() -> None:
     assert rows[0]["tesserocr_ms_per_crop"] == 3.0 and rows[0]["ratio"] == 33.3
     assert rows[2]["ratio"] == 11.0
     assert engine_ratio(fast, slow) == round(0.416 / 0.022, 1)
-
-
-def test_bench_ocr_reads_every_crop_with_both_engines_and_reports_the_start_up_cost() -> None:
-    """A short real run (real Tesseract, both engines): the report's parts add up; no timing is asserted."""
-    result = bench_ocr(OcrSettings(), crops=6, rounds=1)
-    assert result["tesserocr_exact"] == result["pytesseract_exact"] == 6
-    assert sum(row["crops"] for row in result["by_length"]) == 6
-    assert result["pytesseract_startup_ms"] > 0 and result["ratio"] > 0

@@ -1,6 +1,6 @@
 """Capture against real sources: rendered clips, broken files and a real RTSP server.
 
-The RTSP tests run tests/rtsp_server.py (GStreamer, system Python) as a
+The RTSP tests run tests/support/rtsp.py (GStreamer, system Python) as a
 subprocess on a loopback port; they are skipped, with the reason, where the
 system lacks GStreamer's RTSP server or x264enc.
 """
@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
-from rtsp_server import RtspServer, free_port, server_available
+from support.ports import free_port
+from support.rtsp import RtspServer, server_available
+from support.wait import wait_until
 from textwatch.capture import END_OF_FILE, SOURCE_DOWN, SOURCE_UP, CameraReader, Frame, open_source, source_kind
 from textwatch.config import CameraSettings
 from textwatch.tools.samplevideo import TimedText, render_video
@@ -52,17 +54,14 @@ class Events:
         with self._lock:
             return [e.event for e in self.items]
 
-    def wait_for(self, kind: str, count: int = 1, timeout_s: float = 5.0) -> bool:
-        return wait_until(lambda: self.kinds().count(kind) >= count, timeout_s)
+    def wait_for(self, kind: str, count: int = 1, timeout_s: float = 5.0, detail: str | Callable[[], str] = "") -> bool:
+        """True once `count` events of `kind` have come; fails the test (with `detail`) after `timeout_s`."""
 
+        def message() -> str:
+            more = detail() if callable(detail) else detail
+            return f"{count} {kind} event(s); got {self.kinds()}" + (f"; {more}" if more else "")
 
-def wait_until(predicate: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
+        return wait_until(lambda: self.kinds().count(kind) >= count, timeout_s, interval=0.02, message=message)
 
 
 def camera(url: str | Path, **overrides: object) -> CameraSettings:
@@ -98,7 +97,7 @@ def drain(reader: CameraReader, timeout_s: float, pause_s: float = 0.0) -> list[
         frame = reader.latest(frames[-1].seq if frames else -1)
         if frame is not None:
             frames.append(frame)
-        time.sleep(pause_s or 0.005)
+        time.sleep(pause_s or 0.005)  # the consumer's pace (a slow one skips frames), not a wait
     return frames
 
 
@@ -157,15 +156,23 @@ def test_max_fps_caps_delivered_rate(clip: Path, reader_factory) -> None:
 @pytest.mark.timeout(20)
 def test_realtime_file_is_paced_at_its_frame_rate(clip: Path, reader_factory) -> None:
     reader, _ = reader_factory(camera(clip, loop=True, realtime=True))
-    time.sleep(1.5)
-    assert 8 <= reader.counters.frames_read <= 10 * 1.5 * 1.5 + 2  # 10 fps clip
+    started = time.monotonic()
+    # 1.5 s of the clip, however long the machine takes to read it; the rate is bounded by the time it took
+    wait_until(
+        lambda: reader.counters.frames_read >= 15, timeout=15, message=lambda: f"{reader.counters.frames_read} frames read"
+    )
+    seconds = time.monotonic() - started
+    assert 8 <= reader.counters.frames_read <= 10 * seconds * 1.5 + 2  # 10 fps clip
 
 
 @pytest.mark.timeout(20)
 def test_missing_file_is_down_with_backoff_not_a_hot_loop(tmp_path: Path, reader_factory) -> None:
     reader, events = reader_factory(camera(tmp_path / "absent.mp4", loop=True, reconnect_min_s=0.5))
     assert events.wait_for(SOURCE_DOWN, timeout_s=2)
-    time.sleep(2.0)
+    down = time.monotonic()
+    wait_until(lambda: reader.counters.reconnects >= 1, timeout=10, message="a missing file is retried, not fatal")
+    # Then the rest of 2 s from the outage on purpose: a hot loop would reopen hundreds of times in it.
+    time.sleep(max(0.0, down + 2.0 - time.monotonic()))
     assert reader.is_alive(), "a missing file is retried, not fatal"
     assert 1 <= reader.counters.reconnects <= 4
     assert events.kinds() == [SOURCE_DOWN], "one outage, one event"
@@ -177,7 +184,7 @@ def test_unreachable_stream_is_down_with_backoff(reader_factory) -> None:
     url = f"rtsp://127.0.0.1:{free_port()}/nothing"
     reader, events = reader_factory(camera(url, open_timeout_s=1.0, reconnect_min_s=0.5))
     assert events.wait_for(SOURCE_DOWN, timeout_s=3)
-    time.sleep(2.0)
+    time.sleep(2.0)  # on purpose: 2 s in which neither a hot loop of reopens nor a frame may happen
     assert reader.is_alive() and reader.counters.reconnects <= 4
     assert reader.latest() is None, "no frames, black or otherwise, while down"
 
@@ -188,7 +195,7 @@ def test_corrupt_file_is_down_not_a_crash(tmp_path: Path, reader_factory) -> Non
     corrupt.write_bytes(np.random.default_rng(7).integers(0, 256, 200_000, dtype=np.uint8).tobytes())
     reader, events = reader_factory(camera(corrupt, loop=True, reconnect_min_s=0.3))
     assert events.wait_for(SOURCE_DOWN, timeout_s=5)
-    time.sleep(1.0)
+    time.sleep(1.0)  # on purpose: 1 s in which neither a frame nor a hot loop of reopens may happen
     assert reader.is_alive() and reader.counters.frames_delivered == 0
     assert reader.counters.reconnects <= 5
 
@@ -215,7 +222,7 @@ class _ScriptedCapture:
         if self.images:
             image = self.images.pop(0)
             return True, image
-        time.sleep(0.01)
+        time.sleep(0.01)  # a source with nothing to give: what a stalled camera does between reads
         return False, None
 
     def release(self) -> None:
@@ -235,8 +242,8 @@ def test_resolution_change_accepted_and_empty_reads_never_delivered() -> None:
             frame = reader.latest(frames[-1].seq if frames else -1)
             if frame is not None:
                 frames.append(frame)
-            time.sleep(0.002)
-        assert events.wait_for(SOURCE_DOWN, timeout_s=3), "no frame for stall_s is an outage"
+            time.sleep(0.002)  # a consumer polling for each new frame; the deadline bounds it
+        assert events.wait_for(SOURCE_DOWN, timeout_s=3, detail="no frame for stall_s is an outage")
         reader.stop()
         reader.join(timeout=2)
     assert [f.image.shape for f in frames] == [(4, 6, 3), (8, 12, 3)]
@@ -269,14 +276,14 @@ def test_rtsp_stream_reads_frames_and_never_reveals_the_password(
     assert PASSWORD in auth_server.url
     with capture_logs() as logs:
         reader, events = reader_factory(camera(auth_server.url, id="door", max_fps=30.0))
-        assert events.wait_for(SOURCE_UP, timeout_s=15), auth_server.stderr_tail()
+        assert events.wait_for(SOURCE_UP, timeout_s=15, detail=auth_server.stderr_tail)
         frames = []
         deadline = time.monotonic() + 10
         while len(frames) < 5 and time.monotonic() < deadline:
             frame = reader.latest(frames[-1].seq if frames else -1)
             if frame is not None:
                 frames.append(frame)
-            time.sleep(0.01)
+            time.sleep(0.01)  # a consumer polling for each new frame; the deadline bounds it
         # a wrong password: its failure is logged and reported too
         wrong = auth_server.url.replace(PASSWORD, PASSWORD + "-wrong")
         bad_reader, bad_events = reader_factory(camera(wrong, id="bad", reconnect_min_s=5.0))
@@ -307,7 +314,7 @@ def test_rtsp_server_restart_gives_down_then_up_again(clip: Path, rtsp_available
         reader, events = reader_factory(
             camera(server.url, stall_s=stall_s, read_timeout_s=1.0, open_timeout_s=5.0, reconnect_min_s=0.2, reconnect_max_s=1.0)
         )
-        assert events.wait_for(SOURCE_UP, timeout_s=15), server.stderr_tail()
+        assert events.wait_for(SOURCE_UP, timeout_s=15, detail=server.stderr_tail)
         assert wait_until(lambda: reader.counters.frames_read > 3, 5)
         server.stop()
         stopped = time.monotonic()
@@ -315,9 +322,9 @@ def test_rtsp_server_restart_gives_down_then_up_again(clip: Path, rtsp_available
         down_after = time.monotonic() - stopped
         assert down_after < stall_s + 4
         assert reader.counters.up is False and reader.counters.stalls == 1
-        time.sleep(1.0)  # a few refused reconnects
+        time.sleep(1.0)  # on purpose: a few refused reconnects before the server is back
         server.start()
-        assert events.wait_for(SOURCE_UP, count=2, timeout_s=20), server.stderr_tail()
+        assert events.wait_for(SOURCE_UP, count=2, timeout_s=20, detail=server.stderr_tail)
     assert events.kinds()[:3] == [SOURCE_UP, SOURCE_DOWN, SOURCE_UP]
     assert reader.counters.reconnects >= 1 and reader.counters.up is True
 

@@ -1,9 +1,10 @@
 """Faults (issue 6): real daemons under killed servers, killed children, bad files and hostile bytes.
 
-Every test runs `textwatch run` (or `textwatch worker`) as real processes and
-bounds every wait. Repetitions default to what the issue asks where this
-2-core machine affords it, and TEXTWATCH_FAULT_REPEATS overrides them all
-(e.g. TEXTWATCH_FAULT_REPEATS=20 for the issue's full RTSP count).
+Every test runs `textwatch run` as real processes and bounds every wait (one
+`textwatch worker` fed hostile crops is in process/test_worker_faults.py).
+Repetitions default to what the issue asks where this 2-core machine affords
+it, and TEXTWATCH_FAULT_REPEATS overrides them all (e.g.
+TEXTWATCH_FAULT_REPEATS=20 for the issue's full RTSP count).
 
 "No crash" is checked by process identity: every child keeps the pid it had
 (no new `child_started` in the supervisor's log) and the supervisor still runs.
@@ -19,20 +20,19 @@ import random
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
 import zmq
 
-from daemon_harness import Daemon, Subscriber, daemon_config, event_is, publish_endpoint, text_is, write_line_clip
-from rtsp_server import RtspServer, free_port, server_available
+from support.clips import write_line_clip
+from support.daemon import Daemon, daemon_config, publish_endpoint
+from support.rtsp import RtspServer, server_available
+from support.subscriber import Subscriber, event_is, text_is
+from support.wait import wait_until
 from textwatch import wire
 from textwatch.capture import BACKOFF_JITTER
-from textwatch.tools.samples import line_crop
 
 pytestmark = pytest.mark.slow
 TEXT = "FAULT 17"
@@ -134,11 +134,9 @@ def test_ocr_worker_killed_repeatedly_is_restarted_and_lost_crops_are_accounted_
         for kill in range(kills):
             victim = daemon.child_pids("ocr-0")[-1]
             os.kill(victim, signal.SIGSTOP)
-            time.sleep(0.5)
+            time.sleep(0.5)  # on purpose: a hung worker that PUSH still deals crops to (see the docstring)
             os.kill(victim, signal.SIGKILL)
-            deadline = time.monotonic() + 30
-            while len(daemon.child_pids("ocr-0")) < kill + 2 and time.monotonic() < deadline:
-                time.sleep(0.1)
+            wait_until(lambda: len(daemon.child_pids("ocr-0")) >= kill + 2, 30, 0.1, f"kill {kill}: ocr-0 was not restarted")
             assert len(daemon.child_pids("ocr-0")) == kill + 2, f"kill {kill}: ocr-0 was not restarted"
             restarted = time.time()
             sub.wait_for(lambda t, b: after(restarted, TEXT)(t, b) and b["worker"] == "ocr-0", timeout=30)
@@ -162,9 +160,7 @@ def test_detect_process_sigkilled_is_restarted_and_text_resumes(tmp_path: Path, 
         sub.wait_for(text_is(TEXT), timeout=60)
         workers = daemon.child_pids("ocr-")
         os.kill(daemon.child_pids("detect-")[0], signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while len(daemon.child_pids("detect-")) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: len(daemon.child_pids("detect-")) >= 2, timeout=30, interval=0.1, message="detect-0 was not restarted")
         assert len(daemon.child_pids("detect-")) == 2, "detect-0 was not restarted"
         sub.wait_for(after(time.time(), TEXT), timeout=60)
         assert daemon.child_pids("ocr-") == workers
@@ -195,8 +191,12 @@ def test_an_undecodable_file_is_a_source_down_not_a_crash_loop(tmp_path: Path, m
         # the first source_down may go out before our subscription reaches detect: the log has it
         sub.wait_for(lambda t, b: stats_of("detect-0")(t, b) and b["cameras"]["cam1"]["reconnects"] >= 1, timeout=60)
         before = pids(daemon)
-        time.sleep(4.0)  # several reopen attempts at the capped backoff
-        _, stats = sub.wait_for(stats_of("detect-0", since=time.time()), timeout=10)
+        # Stats from 4 s later (several reopen attempts at the capped backoff) that count at least
+        # 3 of them: under load they come later, never sooner (this was a fixed 4 s sleep).
+        later = time.time() + 4.0
+        _, stats = sub.wait_for(
+            lambda t, b: stats_of("detect-0", since=later)(t, b) and b["cameras"]["cam1"]["reconnects"] >= 3, timeout=20
+        )
         children_unchanged(daemon, before)
         camera = stats["cameras"]["cam1"]
         assert camera["up"] is False and camera["frames_read"] == 0
@@ -336,89 +336,15 @@ def test_hostile_bytes_on_every_daemon_socket_crash_nothing_and_are_counted(tmp_
             raw_garbage(str(runtime / "crops.ipc"), rng)
             raw_garbage(str(runtime / "results.ipc"), rng)
             raw_garbage(endpoint.removeprefix("tcp://"), rng)
-            time.sleep(1.0)
+            time.sleep(1.0)  # lets the queued hostile messages leave before their sockets close (not a count)
             producer.close()
             subscriber.close()
         finally:
             context.term()
-        _, last = sub.wait_for(lambda t, b: stats_of("publisher")(t, b) and b["rejected"] > first["rejected"], timeout=15)
+        # The stats that count them all (the first one with any rejection may be from halfway through).
+        all_counted = lambda t, b: b["rejected"] - first["rejected"] >= len(hostile) * 4 // 5  # noqa: E731
+        _, last = sub.wait_for(lambda t, b: stats_of("publisher")(t, b) and all_counted(t, b), timeout=15)
         assert last["rejected"] - first["rejected"] >= len(hostile) * 4 // 5, (f"seed {SEED}", first, last)
         sub.wait_for(after(time.time(), TEXT), timeout=30)
         children_unchanged(daemon, before)
         assert daemon.terminate(timeout=20) == 0
-
-
-def hostile_crops(rng: random.Random, count: int) -> list[list[bytes]]:
-    """Crop messages that must all be rejected: random frames, broken headers, lying shapes."""
-    good_header = json.loads(wire.encode_crop(
-        wire.CropHeader(camera="cam1", seq=1, ts=time.time(), region=0, regions=1, box=(0, 0, 8, 8),
-                        confidence=0.5, text_height=8.0, shape=(8, 8, 1)),
-        np.zeros((8, 8, 1), np.uint8),
-    )[0])
-    lies = [("shape", [8, 8, 3]), ("shape", [100_000, 100_000, 3]), ("shape", [-8, -8, 1]), ("shape", [8, 8, 2]),
-            ("shape", "8x8"), ("dtype", "float64"), ("v", 99), ("region", 3), ("seq", "one"), ("box", [0, 0])]
-    messages = []
-    for index in range(count):
-        kind = index % 3
-        if kind == 0:
-            messages.append([rng.randbytes(rng.randint(0, 200)) for _ in range(rng.choice([1, 2, 3]))])
-        elif kind == 1:
-            key, value = rng.choice(lies)
-            messages.append([json.dumps(good_header | {key: value}).encode(), bytes(64)])
-        else:
-            cut = json.dumps(good_header).encode()
-            messages.append([cut[: rng.randint(0, len(cut) - 1)], bytes(64)])
-    return messages
-
-
-def test_hostile_crops_are_rejected_by_a_real_worker_that_keeps_reading(tmp_path: Path) -> None:
-    """A worker's PULL only ever connects (to detect's PUSH, or a pool), so a `textwatch worker`
-    process is pointed at our own PUSH: garbage crops are counted as rejected, a valid crop
-    after them is read, the process never exits."""
-    port = free_port()
-    while port + 1 == free_port():
-        port = free_port()
-    context = zmq.Context()
-    push, xsub = context.socket(zmq.PUSH), context.socket(zmq.XSUB)
-    for sock in (push, xsub):
-        sock.setsockopt(zmq.LINGER, 0)
-    push.setsockopt(zmq.SNDTIMEO, 30_000)
-    push.bind(f"tcp://127.0.0.1:{port}")
-    xsub.bind(f"tcp://127.0.0.1:{port + 1}")
-    xsub.send(b"\x01text.")
-    xsub.send(b"\x01stats")
-    exe = Path(sys.executable).with_name("textwatch")
-    log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 - closed below
-    worker = subprocess.Popen([str(exe), "worker", "--connect", f"tcp://127.0.0.1:{port}", "--name", "fuzzed"],
-                              stdout=log, stderr=subprocess.STDOUT)
-    try:
-        hostile = hostile_crops(random.Random(SEED), 150)
-        for message in hostile:
-            push.send_multipart(message)
-        pixels = line_crop("STILL HERE 9", height=40)
-        header = wire.CropHeader(camera="cam1", seq=7, ts=time.time(), region=0, regions=1, box=(0, 0, 1, 1),
-                                 confidence=0.5, text_height=40.0, shape=tuple(pixels.shape))
-        push.send_multipart(wire.encode_crop(header, pixels))
-        result = receive(xsub, "text.", timeout=60)
-        assert result["text"] == "STILL HERE 9"
-        stats = receive(xsub, "stats", timeout=15)
-        assert stats["rejected"] == len(hostile) and stats["crops_read"] == 1, (f"seed {SEED}", stats)
-        assert worker.poll() is None
-    finally:
-        worker.terminate()
-        code = worker.wait(timeout=15)
-        log.close()
-        push.close()
-        xsub.close()
-        context.term()
-    assert code == 0
-
-
-def receive(sock: zmq.Socket, topic: str, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if sock.poll(100):
-            frames = sock.recv_multipart()
-            if frames[0].decode(errors="replace").startswith(topic):
-                return json.loads(frames[-1])
-    raise TimeoutError(f"no {topic} message within {timeout}s")

@@ -1,8 +1,7 @@
 """Security of the bus (issue 6, part 4): CURVE on tcp binds, ZAP allow-list, key files, private ipc.
 
-Real sockets with timeouts, keys made by `textwatch keys generate`, and one real
-daemon publishing on 0.0.0.0: an unauthenticated subscriber (no CURVE, or a key
-not in the allow-list) gets nothing, an authorised one gets the text.
+Real sockets with timeouts and keys made by `textwatch keys generate`. A real
+daemon publishing on 0.0.0.0 is in daemon/test_daemon_security.py.
 """
 
 from __future__ import annotations
@@ -17,69 +16,14 @@ import pytest
 import zmq
 import zmq.auth
 
-from conftest import run_cli
-from daemon_harness import Daemon, Subscriber, daemon_config, text_is, write_line_clip
-from rtsp_server import free_port
+from support.cli import run_cli
+from support.keys import QUIET_S, Keys, make_keys
+from support.ports import free_port
+from support.subscriber import received_within
 from textwatch import bus, wire
-from textwatch.config import BusSettings, Settings, binds_beyond_loopback, load_settings
+from textwatch.config import binds_beyond_loopback, load_settings
 from textwatch.errors import ConfigError, ExitCode
 from textwatch.tools.keys import add_keys_arguments, run_keys
-
-TEXT = "TEXTWATCH 42"
-QUIET_S = 2.0  # an unauthorised client must get nothing for this long
-
-
-def make_keys(folder: Path, name: str) -> tuple[Path, Path]:
-    """`textwatch keys generate FOLDER --name NAME` (through its module: argparse and all)."""
-    parser = argparse.ArgumentParser()
-    add_keys_arguments(parser)
-    assert run_keys(parser.parse_args(["generate", str(folder), "--name", name])) == ExitCode.OK
-    return folder / f"{name}.key", folder / f"{name}.key_secret"
-
-
-class Keys:
-    """A daemon pair, an allow-listed client pair and a stranger's pair, in tmp_path/keys."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        root = tmp_path / "keys"
-        self.server_public, self.server_secret = make_keys(root / "daemon", "daemon")
-        self.client_public, self.client_secret = make_keys(root / "client", "client")
-        _, self.stranger_secret = make_keys(root / "stranger", "stranger")
-        self.allowed = root / "allowed"
-        self.allowed.mkdir()
-        (self.allowed / "client.key").write_bytes(self.client_public.read_bytes())
-
-    def bus_lines(self) -> str:
-        return f'curve_secret_key = "{self.server_secret}"\ncurve_allowed_keys = "{self.allowed}"\n'
-
-    def settings(self, **bus_values: object) -> Settings:
-        """Settings with the daemon's keys (one BusSettings: the pair is validated together)."""
-        return Settings(bus=BusSettings(curve_secret_key=self.server_secret, curve_allowed_keys=self.allowed, **bus_values))
-
-    def server(self) -> bus.ServerCurve:
-        curve = bus.ServerCurve.from_settings(self.settings())
-        assert curve is not None
-        return curve
-
-    def client(self) -> bus.ClientCurve:
-        return bus.ClientCurve.from_files(self.client_secret, self.server_public)
-
-    def stranger(self) -> bus.ClientCurve:
-        return bus.ClientCurve.from_files(self.stranger_secret, self.server_public)
-
-
-@pytest.fixture
-def keys(tmp_path: Path) -> Keys:
-    return Keys(tmp_path)
-
-
-def received_within(sock: zmq.Socket, seconds: float) -> list[list[bytes]]:
-    got = []
-    deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        if sock.poll(int(left * 1000) + 1):
-            got.append(sock.recv_multipart())
-    return got
 
 
 # ---------------------------------------------------------------- keys and config
@@ -263,75 +207,3 @@ def test_subscribe_uses_its_curve_flags(tmp_path: Path, keys: Keys) -> None:
         pub.close()
         authenticator.stop()
         ctx.term()
-
-
-# ---------------------------------------------------------------- a real daemon on 0.0.0.0
-
-
-class CurveSubscriber(Subscriber):
-    """The harness's Subscriber, connecting as a CURVE client when given keys."""
-
-    def __init__(self, endpoint: str, curve: bus.ClientCurve | None) -> None:
-        self.context = zmq.Context()
-        self.socket = self.context.socket(zmq.SUB)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.setsockopt_string(zmq.SUBSCRIBE, "")
-        bus.connect(self.socket, endpoint, curve)
-        self.seen = []
-
-
-def test_a_daemon_bound_on_all_interfaces_serves_only_allowed_keys(tmp_path: Path, keys: Keys) -> None:
-    clip = write_line_clip(tmp_path / "line.mp4", [TEXT], frames_each=20)
-    publish, pool = free_port(), free_port()
-    while pool + 1 in (publish, free_port()):
-        pool = free_port()
-    extra = f'pool = "tcp://0.0.0.0:{pool}"\n' + keys.bus_lines()
-    config = daemon_config(tmp_path, str(clip), loop=True, max_fps=10.0, extra=extra)
-    text = config.read_text()
-    loopback_line = next(line for line in text.splitlines() if line.startswith("publish = "))
-    config.write_text(text.replace(loopback_line, f'publish = "tcp://0.0.0.0:{publish}"'))
-    assert run_cli("check", "-c", str(config), timeout=120).returncode == ExitCode.OK
-
-    here = f"tcp://127.0.0.1:{publish}"
-    run = tmp_path / "run"
-    with (
-        CurveSubscriber(here, keys.client()) as allowed,
-        CurveSubscriber(here, None) as plain,
-        CurveSubscriber(here, keys.stranger()) as stranger,
-        Daemon(config) as daemon,
-    ):
-        allowed.wait_for(text_is(TEXT), timeout=60)
-        assert received_within(plain.socket, QUIET_S) == [] and received_within(stranger.socket, 0.1) == []
-
-        # ipc: the folder is private, the sockets in it too; same-user tools need no keys on publish.ipc
-        assert stat.S_IMODE(run.stat().st_mode) == 0o700
-        sockets = sorted(run.glob("*.ipc"))
-        assert {p.name for p in sockets} >= {"crops.ipc", "results.ipc", "publish.ipc"}
-        assert all(stat.S_ISSOCK(p.stat().st_mode) and stat.S_IMODE(p.stat().st_mode) & 0o077 == 0 for p in sockets)
-        with Subscriber(f"ipc://{run / 'publish.ipc'}") as local:
-            local.wait_for(text_is(TEXT), timeout=30)
-
-        # the pool: an allow-listed remote worker gets crops and its results reach subscribers
-        ctx = zmq.Context()
-        crops_ep, results_ep = bus.remote_endpoints(f"tcp://127.0.0.1:{pool}")
-        outsider_results = bus.result_publisher(ctx, results_ep, keys.stranger())
-        outsider_crops = bus.crop_puller(ctx, crops_ep, None)
-        results = bus.result_publisher(ctx, results_ep, keys.client())
-        crops = bus.crop_puller(ctx, crops_ep, keys.client())
-        try:
-            assert bus.wait_for_subscriber(results, 15)
-            header, _ = wire.decode_crop(crops.recv_multipart() if crops.poll(30_000) else pytest.fail("no crop"))
-            assert header.camera == "cam1"
-            forged = wire.TextResult(
-                camera="cam1", seq=header.seq, ts=time.time(), region=0, regions=1, box=(0, 0, 1, 1),
-                confidence=0.5, status="text", text="REMOTE OK", ocr_confidence=90.0, worker="remote-1", latency_ms=1.0,
-            )
-            results.send_multipart(wire.encode_published(wire.TOPIC_TEXT, forged, "cam1"))
-            allowed.wait_for(text_is("REMOTE OK"), timeout=15)
-            assert not bus.wait_for_subscriber(outsider_results, QUIET_S)
-            assert received_within(outsider_crops, 0.5) == []
-        finally:
-            for sock in (outsider_results, outsider_crops, results, crops):
-                sock.close(linger=0)
-            ctx.term()
-        assert daemon.terminate(timeout=30) == 0
