@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any
 
 import numpy as np
@@ -401,8 +401,13 @@ def topic(kind: str, camera: str | None = None) -> str:
 
 
 def encode_published(kind: str, payload: Any, camera: str | None = None) -> list[bytes]:
-    """[topic, JSON] of a message dataclass (text, frame, event, track, stats, the internal notices)."""
-    body = stats_payload(payload) if isinstance(payload, Stats) else asdict(payload)
+    """[topic, JSON] of a message dataclass (text, frame, event, track, stats, the internal notices),
+    or of a plain dict (tools and tests putting their own topics on a bus); "v" is always set."""
+    if isinstance(payload, Stats):
+        body = stats_payload(payload)
+    else:
+        body = asdict(payload) if is_dataclass(payload) else dict(payload)
+    body.setdefault("v", SCHEMA_VERSION)
     return [topic(kind, camera).encode(), _dumps(body)]
 
 

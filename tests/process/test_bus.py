@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 import threading
 import time
 
@@ -45,25 +46,14 @@ def has(topic: str, pred=lambda p: True):
 
 # ---------------------------------------------------------------- real processes
 
-PUBLISHER = (
-    "import sys; from textwatch.config import load_settings; from textwatch.bus import Endpoints;"
-    " from textwatch.processes.publisher import run_publisher; s = load_settings(sys.argv[1]);"
-    " raise SystemExit(run_publisher(s, Endpoints.from_settings(s)))"
-)
-WORKER = (
-    "import sys; from textwatch.config import load_settings; from textwatch.bus import Endpoints;"
-    " from textwatch.processes.ocr import run_worker; s = load_settings(sys.argv[1]); e = Endpoints.from_settings(s);"
-    " raise SystemExit(run_worker(s, e.crops, e.results, sys.argv[2]))"
-)
-WORKER_CLI = (
-    "import argparse, sys; from textwatch.processes.ocr import add_worker_arguments, run_worker_cli;"
-    " p = argparse.ArgumentParser(); add_worker_arguments(p); raise SystemExit(run_worker_cli(p.parse_args()))"
-)
+def process(module: str, *args: str) -> list[str]:
+    """One daemon process on its own: `python -m textwatch.processes.MODULE CONFIG ...`."""
+    return [sys.executable, "-m", f"textwatch.processes.{module}", *args]
 
 
-def python_c(script: str, *args: str) -> list[str]:
-    """`python -c SCRIPT ARGS...` under the interpreter running the tests."""
-    return [sys.executable, "-c", script, *args]
+def worker_cli(*args: str) -> list[str]:
+    """The real `textwatch worker` console script."""
+    return [str(Path(sys.executable).with_name("textwatch")), "worker", *args]
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +67,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory):
         f'[bus]\nruntime_dir = "{folder / "run"}"\npublish = "tcp://127.0.0.1:{publish}"\n'
         f'pool = "tcp://127.0.0.1:{pool}"\npublish_hwm = 200\n'
     )
-    processes = {"publisher": python_c(PUBLISHER, str(config)), "worker": python_c(WORKER, str(config), "local-1")}
+    processes = {"publisher": process("publisher", str(config)), "worker": process("ocr", str(config), "--name", "local-1")}
     with Daemon(config, processes) as state:
         state.play_detect()
         sub = state.subscriber("stats")
@@ -193,8 +183,8 @@ def test_slow_subscriber_does_not_block_the_publisher(daemon: Daemon) -> None:
 
 def test_remote_worker_takes_work_and_exits_0_on_sigterm(daemon: Daemon) -> None:
     """`textwatch worker --connect tcp://HOST:PORT` joins the pool over tcp; SIGTERM stops it with 0."""
-    remote = Daemon(daemon.config, {"remote-1": python_c(
-        WORKER_CLI, "--connect", daemon.endpoints.pool_crops, "--name", "remote-1", "-c", str(daemon.config))})
+    remote = Daemon(daemon.config, {"remote-1": worker_cli(
+        "--connect", daemon.endpoints.pool_crops, "--name", "remote-1", "-c", str(daemon.config))})
     sub = daemon.subscriber("text.far")
     try:
         sub.collect(has("stats", lambda p: p["process"] == "remote-1"), timeout=30)

@@ -19,7 +19,9 @@ from textwatch import wire
 from textwatch.config import OcrSettings, Settings
 from textwatch.errors import ExitCode
 from textwatch.recognize import TIMEOUT, Recognizer
-from textwatch.processes.ocr import RSS_BASELINE_CROPS, RecyclePolicy, run_worker
+from textwatch.bus import Endpoints
+from textwatch.processes import child
+from textwatch.processes.ocr import RSS_BASELINE_CROPS, OcrWorker, RecyclePolicy
 from textwatch.tools.samples import line_crop
 
 LONG_LINE = "Invoice 4471 due 2026 " * 30  # ~8500 px wide: Tesseract needs ~250 ms, far beyond 5 ms
@@ -77,7 +79,8 @@ def test_zero_means_never_recycle() -> None:
 
 
 class WorkerRig:
-    """run_worker in a thread, fed by a PUSH and read through an XSUB, as the daemon does."""
+    """An OcrWorker in a thread (child.start, as the supervisor's children run it), fed by a PUSH
+    and read through an XSUB, as the daemon does."""
 
     def __init__(self, folder: Path, settings: Settings) -> None:
         self.context = zmq.Context()
@@ -98,7 +101,8 @@ class WorkerRig:
         self.thread.start()
 
     def _run(self, settings: Settings, crops: str, results: str) -> None:
-        self.code = run_worker(settings, crops, results, "ocr-test", self.stop)
+        endpoints = Endpoints(runtime_dir=None, crops=crops, results=results, publish="", publish_local="")
+        self.code = child.start(OcrWorker, settings, endpoints, "ocr-test", self.stop)
 
     def send(self, pixels: np.ndarray, seq: int) -> None:
         header = wire.CropHeader(

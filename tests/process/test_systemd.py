@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from support.paths import ROOT
+from textwatch import wire
 from textwatch.processes import systemd
 from textwatch.config import PipelineSettings
 from textwatch.processes.systemd import Progress
@@ -128,12 +129,17 @@ def test_local_address_turns_wildcards_into_loopback() -> None:
     assert systemd.local_address("tcp://10.0.0.5:5560") == "tcp://10.0.0.5:5560"
 
 
-def detect_stats(frames: int, up: bool = True) -> dict:
-    return {"process": "detect-0", "role": "detect", "frames": frames, "cameras": {"cam1": {"up": up}}}
+def detect_stats(frames: int, up: bool = True) -> wire.DetectStats:
+    camera = wire.CameraStats(frames_read=frames, frames_skipped=0, frames_delivered=frames, reconnects=0, stalls=0,
+                              read_errors=0, up=up, crops_sent=0)
+    return wire.DetectStats(process="detect-0", ts=0.0, frames=frames, batches=frames, detect_ms_total=0.0,
+                            detect_ms_avg=0.0, crops_sent=0, crops_dropped={}, cameras={"cam1": camera},
+                            ocr_skipped={}, regions_ignored={})
 
 
-def worker_stats(name: str, crops_read: int) -> dict:
-    return {"process": name, "role": "worker", "crops_read": crops_read}
+def worker_stats(name: str, crops_read: int) -> wire.WorkerStats:
+    return wire.WorkerStats(process=name, ts=0.0, crops_read=crops_read, text=crops_read, empty=0, failed=0,
+                            timeouts=0, rejected=0, ocr_ms_total=0.0)
 
 
 def test_progress_ready_needs_every_worker_and_a_frame() -> None:

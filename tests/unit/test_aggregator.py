@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from support.messages import text_result
-from textwatch.processes.publisher import LOST_AFTER_TIMEOUTS, FrameAggregator
+from textwatch.tracking.frames import LOST_AFTER_TIMEOUTS, FrameAggregator
 from textwatch.wire import FrameNotice
 
 

@@ -10,7 +10,7 @@ import pytest
 from textwatch.errors import ConfigError
 from textwatch.train.anchors import collect_box_sizes, kmeans_anchors
 from textwatch.train.augment import AugmentSettings, LabelError, augment, clip_and_filter, finalize_boxes
-from textwatch.train.data import MixSource, SceneSource, build_source, main as data_main
+from textwatch.train.data import MixSource, build_source, main as data_main
 from textwatch.train.realdata import ICDAR, SROIE, RealSettings, group_words, load_set, shared_train_root, split_holdout
 from textwatch.train.synth import Canvas, FontBank, SceneContext, discover_fonts, load_font, scene_negative
 

@@ -23,6 +23,7 @@ from support.paths import ROOT  # noqa: E402
 from textwatch.detect.darknet import check_weights, parse_cfg  # noqa: E402
 from textwatch.errors import ConfigError  # noqa: E402
 from textwatch.train import trainer  # noqa: E402
+from textwatch.train.recipe import add_arguments as add_train_arguments  # noqa: E402
 from textwatch.train.loss import LossWeights, yolo_loss  # noqa: E402
 from textwatch.detect.torchnet import build_net  # noqa: E402
 
@@ -177,7 +178,7 @@ def test_cli_refuses_to_overwrite_a_run(tmp_path: Path) -> None:
     out.mkdir()
     (out / "checkpoint.pt").write_bytes(b"x")
     parser = argparse.ArgumentParser()
-    trainer.add_arguments(parser)
+    add_train_arguments(parser)
     args = parser.parse_args(["--recipe", str(write_recipe(tmp_path, small_cfg(tmp_path), 0)), "--out", str(out)])
     with pytest.raises(ConfigError, match="--resume"):
         trainer.run(args)
@@ -187,7 +188,7 @@ def test_cli_run_with_the_real_data_source(tmp_path: Path) -> None:
     """`textwatch train` end to end: recipe -> data.build_source (cache_samples stripped) -> export."""
     recipe = write_recipe(tmp_path, small_cfg(tmp_path), cache=0)
     parser = argparse.ArgumentParser()
-    trainer.add_arguments(parser)
+    add_train_arguments(parser)
     out = tmp_path / "run"
     args = parser.parse_args(["--recipe", str(recipe), "--out", str(out), "--steps", "1", "--workers", "0", "--device", "cpu"])
     assert trainer.run(args) == 0

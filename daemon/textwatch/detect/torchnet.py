@@ -3,7 +3,7 @@
 Inference runs under OpenCV DNN, so this module copies what OpenCV's darknet
 importer (modules/dnn/src/darknet/darknet_io.cpp) builds, not what darknet
 itself computes where the two differ. Measured against cv2 4.14 by
-tests/test_torch_model.py:
+tests/unit/test_torch_model.py:
 
 - BatchNorm: OpenCV uses y = (x - mean) / sqrt(var + 1e-6) * scale + bias
   (darknet divides by sqrt(var) + 1e-6). We train with eps=1e-6 so the exported
