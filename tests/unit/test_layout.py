@@ -87,3 +87,13 @@ def test_train_without_torch_says_how_to_install_it() -> None:
     )
     assert out.returncode == 69, out.stderr
     assert "training needs PyTorch" in out.stderr and "pip install" in out.stderr
+
+
+def test_every_role_names_a_process_class_of_that_role() -> None:
+    """The supervisor starts children by class name (child.load_class in the child), so a typo
+    would only show when a child starts: check the table here."""
+    from textwatch.processes import child
+    from textwatch.processes.supervisor import PROCESS_CLASSES
+
+    for role, path in PROCESS_CLASSES.items():
+        assert child.load_class(path).role == role

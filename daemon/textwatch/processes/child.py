@@ -24,6 +24,7 @@ same preamble minus the parent-death signal, and SIGINT stops it too.
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 import threading
 from abc import ABC, abstractmethod
@@ -83,28 +84,20 @@ def start(cls: type[Process], settings: Settings, endpoints: Endpoints, name: st
     return process.run()
 
 
-def process_class(role: str) -> type[Process]:
-    """The class that plays `role`, imported only in the process that runs it: the supervisor
-    itself never loads OpenCV, the detector or Tesseract."""
-    if role == "publisher":
-        from textwatch.processes.publisher import Publisher
-
-        return Publisher
-    if role == "worker":
-        from textwatch.processes.ocr import OcrWorker
-
-        return OcrWorker
-    if role == "detect":
-        from textwatch.processes.detect import DetectProcess
-
-        return DetectProcess
-    raise ValueError(f"no process plays the role {role!r}")
+def load_class(path: str) -> type[Process]:
+    """The process class named "module:Class" (gunicorn's worker-class strings): imported only in
+    the process that runs it, so the supervisor itself never loads OpenCV, the detector or an OCR engine."""
+    module, _, name = path.partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    if not (isinstance(cls, type) and issubclass(cls, Process)):
+        raise TypeError(f"{path} is not a textwatch process class")
+    return cls
 
 
-def child_main(role: str, name: str, settings: Settings, endpoints: Endpoints, log_json: bool | None) -> None:
+def child_main(class_path: str, name: str, settings: Settings, endpoints: Endpoints, log_json: bool | None) -> None:
     """Entry point of every spawned child: identity, signals, then the process; exits with its code."""
     setup_logging("info", process=name, json=log_json)
-    cls = process_class(role)
+    cls = load_class(class_path)
     set_title(f"textwatch: {name}")
     die_with_parent()
     stop = threading.Event()

@@ -52,11 +52,19 @@ class ChildSpec:
     """How to (re)start one child: its name and its role (which process class, which restart rules)."""
 
     name: str
-    role: str  # "publisher" | "worker" | "detect": see child.process_class
+    role: str  # "publisher" | "worker" | "detect": see PROCESS_CLASSES
     restarts: deque[float] = field(default_factory=deque)
     process: SpawnProcess | None = None
     starts: int = 0
     recycles: int = 0  # planned replacements (ExitCode.RECYCLE), not failures
+
+# The class each role runs, by name: the supervisor never imports them (child.load_class does, in the child).
+PROCESS_CLASSES = {
+    "publisher": "textwatch.processes.publisher:Publisher",
+    "worker": "textwatch.processes.ocr:OcrWorker",
+    "detect": "textwatch.processes.detect:DetectProcess",
+}
+
 
 def child_specs(settings: Settings) -> list[ChildSpec]:
     """publisher, ocr-0..N-1, detect-0: the start order (nothing is sent before its receiver exists)."""
@@ -129,7 +137,7 @@ class Supervisor:
     def spawn(self, spec: ChildSpec) -> None:
         spec.process = SPAWN.Process(
             target=child.child_main,
-            args=(spec.role, spec.name, self.settings, self.endpoints, self.log_json),
+            args=(PROCESS_CLASSES[spec.role], spec.name, self.settings, self.endpoints, self.log_json),
             name=spec.name,
             daemon=False,
         )
