@@ -3,11 +3,14 @@
 Modelled on gunicorn's arbiter. Signal handlers only put the signal on a queue;
 one loop takes them off and dispatches `handle_<signal>`. Children:
 
-    publisher      XSUB/XPUB proxy + frame aggregator (textwatch.processes.publisher)
-    ocr-N          Tesseract workers (textwatch.processes.ocr)
-    detect-0       capture + detection (textwatch.processes.detect)
+    publisher      XSUB/XPUB proxy + frame aggregator (processes/publisher.py)
+    ocr-N          OCR workers (processes/ocr.py), N = bus.local_workers
+    detect-0       capture + detection (processes/detect.py)
 
-started in that order so nothing is sent before its receiver exists. A child
+started in that order so nothing is sent before its receiver exists. Each is
+a `child.Process`, named in PROCESS_CLASSES and started by `child.child_main`
+in a spawned interpreter (the one preamble: name, title, parent-death signal,
+signals). A child
 that dies is restarted through its spec, within a budget (N restarts in M
 seconds; past it the daemon exits 1 and systemd decides). Exit codes are a
 contract: a child exiting 78 (config error) stops the daemon with 78 for good;
