@@ -60,9 +60,14 @@ class DetectorSettings(Strict):
     min_box_height: int = Field(6, ge=1, description="boxes lower than this (frame pixels) are dropped")
 
 
+Engine = Literal["tesserocr", "pytesseract", "ppocr"]
+
+
 class OcrSettings(Strict):
-    engine: Literal["tesserocr", "pytesseract"] = Field(
-        "tesserocr", description="tesserocr keeps one Tesseract per process; pytesseract runs one per crop"
+    engine: Engine = Field(
+        "tesserocr",
+        description="tesserocr keeps one Tesseract per process; pytesseract runs one per crop; "
+        "ppocr is PP-OCRv6's small line recognizer (ONNX Runtime, the model of the rapidocr wheel)",
     )
     languages: str = Field("eng", pattern=r"^[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*$", description="Tesseract languages, '+'-joined")
     tessdata: Path | None = Field(None, description="tessdata folder; unset = $TESSDATA_PREFIX, else the one tesseract reports")
@@ -86,11 +91,26 @@ class OcrSettings(Strict):
     timeout_ms: int = Field(
         2000, ge=0, le=600_000, description="a crop Tesseract has not read after this long is abandoned (failed, \"timeout\"); 0 = no limit"
     )
+    batch: int = Field(
+        8, ge=1, le=64,
+        description="most queued crops a worker reads in one pass (one batched forward with ppocr); never waits for more",
+    )
+    ppocr_device: Literal["cpu", "cuda"] = Field(
+        "cpu", description="ppocr: ONNX Runtime's CPU, or its CUDA provider (onnxruntime-gpu; an error if absent)"
+    )
+    ppocr_threads: int = Field(
+        1, ge=1, le=64, description="ppocr: intra-op threads per worker (1: the workers already fill the cores)"
+    )
+    ppocr_min_confidence: float = Field(
+        50.0, ge=0.0, le=100.0,
+        description="ppocr: readings with a lower mean character probability (0-100) count as no text",
+    )
 
 
 # ------------------------------------------------ tracking, consolidation, per-camera filters (issue 7)
 
 DEFAULT_REPLACEMENTS = [("O", "0"), ("I", "1"), ("S", "5"), ("B", "8"), ("Z", "2")]
+MAX_CHARSET = 512  # wire.MAX_CHARSET: a crop carries its camera's charset
 
 
 class FilterSettings(Strict):
@@ -105,6 +125,11 @@ class FilterSettings(Strict):
         default_factory=list, description="known strings; a text within max_edit_distance of one becomes that string"
     )
     max_edit_distance: int = Field(1, ge=0, le=10, description="Levenshtein distance up to which a text matches a known string")
+    charset: str = Field(
+        "", max_length=MAX_CHARSET,
+        description="the only characters OCR may read on this camera, e.g. \"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789\" "
+        "for plates (ppocr masks its classes, Tesseract whitelists them); include \" \" to allow spaces; empty = any",
+    )
     min_box_height: int = Field(0, ge=0, description="boxes lower than this (frame pixels) are ignored; 0 = no limit")
     min_confidence: float = Field(
         0.0, ge=0.0, le=100.0, description="reads with a lower OCR confidence (0-100) do not vote"
@@ -189,6 +214,9 @@ class CameraSettings(Strict):
     stall_s: float = Field(5.0, gt=0.0, le=3600.0, description="no frame for this long counts as source down")
     reconnect_min_s: float = Field(0.5, gt=0.0, le=60.0, description="first reconnect delay (doubles, with jitter)")
     reconnect_max_s: float = Field(15.0, gt=0.0, le=3600.0, description="cap of the reconnect delay")
+    ocr_engine: Engine | None = Field(
+        None, description="this camera's OCR engine (e.g. ppocr for plates, tesserocr for a screen); unset = ocr.engine"
+    )
     filters: FilterSettings = Field(
         default_factory=FilterSettings, description="normalisation and filters of this camera's text and boxes"
     )
@@ -472,6 +500,7 @@ _EXAMPLES = {
     "curve_allowed_keys": '"/etc/textwatch/keys/clients"',
     "curve_client_secret_key": '"/etc/textwatch/keys/worker1.key_secret"',
     "curve_server_key": '"/etc/textwatch/keys/daemon.key"',
+    "ocr_engine": '"ppocr"',
 }
 
 

@@ -44,6 +44,8 @@ import numpy as np
 
 SCHEMA_VERSION = 1
 MAX_CROP_PIXELS = 4096 * 4096  # refuse headers that would make us allocate absurd buffers
+OCR_ENGINES = ("tesserocr", "pytesseract", "ppocr")  # a crop may name one (config.Engine, the same names)
+MAX_CHARSET = 512  # characters of a crop's charset (config's filters.charset bound)
 TOPIC_TEXT, TOPIC_FRAME, TOPIC_EVENT, TOPIC_STATS = "text", "frame", "event", "stats"
 TOPIC_TRACK = "track"
 TOPIC_TRACK_NOTICE = "_track"  # internal: the publisher consumes it
@@ -69,6 +71,8 @@ class CropHeader:
     shape: tuple[int, int, int]  # crop height, width, channels
     dtype: str = "uint8"
     track: int | None = None
+    engine: str | None = None  # the camera's OCR engine (cameras.ocr_engine); None = the worker's ocr.engine
+    charset: str = ""  # the only characters to read (the camera's filters.charset); "" = any
     v: int = SCHEMA_VERSION
 
 
@@ -370,6 +374,8 @@ def decode_crop(frames: list[bytes]) -> tuple[CropHeader, np.ndarray]:
             shape=_ints(raw, "shape", 3),
             dtype=_str(raw, "dtype"),
             track=raw.get("track") if isinstance(raw.get("track"), int) else None,
+            engine=_optional(raw, "engine", _str),
+            charset=_str(raw, "charset") if "charset" in raw else "",
             v=_int(raw, "v"),
         )
     except (KeyError, TypeError) as err:
@@ -391,6 +397,10 @@ def _check_crop(header: CropHeader, size: int) -> None:
         raise WireError(f"crop has {size} bytes, header shape {header.shape} needs {h * w * c}")
     if not 0 <= header.region < max(1, header.regions):
         raise WireError(f"region {header.region} outside 0..{header.regions - 1}")
+    if header.engine is not None and header.engine not in OCR_ENGINES:
+        raise WireError(f"crop engine {header.engine!r} is none of {', '.join(OCR_ENGINES)}")
+    if len(header.charset) > MAX_CHARSET:
+        raise WireError(f"crop charset of {len(header.charset)} characters (at most {MAX_CHARSET})")
 
 
 # ---------------------------------------------------------------- published results

@@ -13,3 +13,6 @@ def test_bench_ocr_reads_every_crop_with_both_engines_and_reports_the_start_up_c
     assert result["tesserocr_exact"] == result["pytesseract_exact"] == 6
     assert sum(row["crops"] for row in result["by_length"]) == 6
     assert result["pytesseract_startup_ms"] > 0 and result["ratio"] > 0
+    engines = {row["engine"]: row for row in result["engines"]}
+    assert set(engines) == {"tesserocr", "pytesseract", "ppocr", "ppocr batched"}
+    assert engines["ppocr"]["exact"] == 6 and engines["ppocr"]["ms_per_crop"] > 0

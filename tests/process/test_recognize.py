@@ -11,13 +11,14 @@ import pytest
 from support.paths import shared_path
 from textwatch.config import OcrSettings
 from textwatch.errors import BackendUnavailable
-from textwatch.recognize import Recognizer, Word, classify, glyph_height, is_light_on_dark, preprocess
+from textwatch.recognize import Recognizer, Word, classify, make_recognizer, preprocess
+from textwatch.recognize.tesseract import glyph_height, is_light_on_dark
 from textwatch.tools.samples import SERIF, line_crop
 
 
 @pytest.fixture(scope="module", params=["tesserocr", "pytesseract"])
 def recognizer(request):
-    rec = Recognizer(OcrSettings(engine=request.param))
+    rec = make_recognizer(OcrSettings(engine=request.param))
     yield rec
     rec.close()
 
@@ -33,7 +34,7 @@ def test_reads_rendered_lines(recognizer: Recognizer, text: str) -> None:
 
 @pytest.mark.parametrize("height", [18, 24, 120])
 def test_small_and_large_text_is_rescaled(height: int) -> None:
-    rec = Recognizer(OcrSettings())
+    rec = make_recognizer(OcrSettings())
     try:
         assert rec.read(line_crop("Total amount 318", height=height, face=SERIF)).text == "Total amount 318"
     finally:
@@ -45,7 +46,7 @@ def test_light_on_dark_is_inverted() -> None:
     settings = OcrSettings()
     image = preprocess(crop, settings)
     assert not is_light_on_dark(cv2.threshold(image, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)[1])
-    rec = Recognizer(settings)
+    rec = make_recognizer(settings)
     try:
         assert rec.read(crop).text == "Platform 9"
     finally:
@@ -67,7 +68,7 @@ def test_a_dark_frame_around_dark_on_light_text_does_not_invert_it() -> None:
     image = preprocess(crop, OcrSettings())
     inner = image[image.shape[0] // 2 - 5 : image.shape[0] // 2 + 5, image.shape[1] // 3 : 2 * image.shape[1] // 3]
     assert np.median(inner) > 127, "the plate's light background must stay light"
-    rec = Recognizer(OcrSettings())
+    rec = make_recognizer(OcrSettings())
     try:
         assert rec.read(crop).text.replace(" ", "") == "627WKX"
     finally:
@@ -104,7 +105,7 @@ def test_noise_is_dropped() -> None:
 
 def test_missing_language_is_a_clear_error() -> None:
     with pytest.raises(BackendUnavailable, match="language data missing for xyz"):
-        Recognizer(OcrSettings(languages="eng+xyz"))
+        make_recognizer(OcrSettings(languages="eng+xyz"))
 
 
 def test_reads_real_receipt_lines() -> None:
@@ -112,7 +113,7 @@ def test_reads_real_receipt_lines() -> None:
     folder = shared_path("eval", "sroie_receipts")
     record = json.loads((folder / "manifest.jsonl").read_text().splitlines()[0])
     image = cv2.imread(str(folder / record["image"]))
-    rec = Recognizer(OcrSettings())
+    rec = make_recognizer(OcrSettings())
     good = total = 0
     try:
         for line in record["lines"][:15]:
@@ -153,8 +154,8 @@ def test_two_line_crop_falls_back_to_block_mode() -> None:
     width = max(top.shape[1], bottom.shape[1])
     crop = np.full((80, width, 3), 255, np.uint8)
     crop[:40, : top.shape[1]], crop[40:, : bottom.shape[1]] = top, bottom
-    with_fallback = Recognizer(OcrSettings())
-    without = Recognizer(OcrSettings(fallback_psm=0))
+    with_fallback = make_recognizer(OcrSettings())
+    without = make_recognizer(OcrSettings(fallback_psm=0))
     try:
         assert with_fallback.read(crop, text_height=32).text == "TOTAL 12.50 CASH 20.00"
         assert without.read(crop, text_height=32).text != "TOTAL 12.50 CASH 20.00"

@@ -18,7 +18,7 @@ import zmq
 from textwatch import wire
 from textwatch.config import OcrSettings, Settings
 from textwatch.errors import ExitCode
-from textwatch.recognize import TIMEOUT, Recognizer
+from textwatch.recognize import TIMEOUT, make_recognizer
 from textwatch.bus import Endpoints
 from textwatch.processes import child
 from textwatch.processes.ocr import RSS_BASELINE_CROPS, OcrWorker, RecyclePolicy
@@ -33,7 +33,7 @@ MB = 1024 * 1024
 
 @pytest.mark.parametrize("engine", ["tesserocr", "pytesseract"])
 def test_a_crop_past_the_deadline_is_failed_with_timeout_and_the_engine_reads_on(engine: str) -> None:
-    recognizer = Recognizer(OcrSettings(engine=engine, timeout_ms=5))
+    recognizer = make_recognizer(OcrSettings(engine=engine, timeout_ms=5))
     try:
         reading = recognizer.read(line_crop(LONG_LINE, height=40))
         assert (reading.status, reading.error, reading.text) == ("failed", TIMEOUT, "")
@@ -46,7 +46,7 @@ def test_a_crop_past_the_deadline_is_failed_with_timeout_and_the_engine_reads_on
 
 
 def test_no_deadline_reads_the_long_line() -> None:
-    recognizer = Recognizer(OcrSettings(timeout_ms=0))
+    recognizer = make_recognizer(OcrSettings(timeout_ms=0))
     try:
         assert recognizer.read(line_crop(LONG_LINE, height=40)).status == "text"
     finally:

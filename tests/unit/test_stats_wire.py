@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from textwatch import wire
@@ -56,3 +57,28 @@ def test_malformed_stats_are_refused(change: dict, reason: str) -> None:
     body = {**wire.stats_payload(worker_stats()), **change}
     with pytest.raises(wire.WireError, match=reason):
         wire.stats_from_dict(body)
+
+
+def test_a_crop_carries_its_cameras_engine_and_charset() -> None:
+    header = wire.CropHeader(camera="gate", seq=1, ts=1.0, region=0, regions=1, box=(0, 0, 4, 2), confidence=0.9,
+                             text_height=2.0, shape=(2, 4, 3), engine="ppocr", charset="AB01")
+    decoded, _ = wire.decode_crop(wire.encode_crop(header, np.zeros((2, 4, 3), np.uint8)))
+    assert (decoded.engine, decoded.charset) == ("ppocr", "AB01")
+
+
+@pytest.mark.parametrize("field, value", [("engine", "gpt"), ("engine", 7), ("charset", "x" * 513), ("charset", None)])
+def test_a_crop_with_a_foreign_engine_or_charset_is_refused(field: str, value: object) -> None:
+    header = wire.CropHeader(camera="gate", seq=1, ts=1.0, region=0, regions=1, box=(0, 0, 4, 2), confidence=0.9,
+                             text_height=2.0, shape=(2, 4, 3))
+    frames = wire.encode_crop(header, np.zeros((2, 4, 3), np.uint8))
+    body = {**json.loads(bytes(frames[0])), field: value}
+    with pytest.raises(wire.WireError):
+        wire.decode_crop([json.dumps(body).encode(), bytes(frames[1])])
+
+
+def test_the_wire_knows_the_engines_the_config_offers() -> None:
+    from typing import get_args
+
+    from textwatch.config import Engine
+
+    assert get_args(Engine) == wire.OCR_ENGINES

@@ -86,6 +86,7 @@ class DetectProcess(Process):
         self.events: queue.Queue[SourceEvent] = queue.Queue(maxsize=MAX_QUEUED_EVENTS)
         self.readers = [CameraReader(camera, on_event=self.queue_event) for camera in settings.cameras]
         self.last_seq = {camera.id: -1 for camera in settings.cameras}
+        self.cameras = {camera.id: camera for camera in settings.cameras}
         self.stats = DetectCounters()
         self.planner = RegionPlanner(settings)
         self.started = time.time()
@@ -148,6 +149,7 @@ class DetectProcess(Process):
 
         Returns how many the pool took."""
         pad = self.settings.detector.padding
+        camera = self.cameras[frame.camera]
         sent = 0
         for index, (detection, track) in enumerate(reads):
             pixels = crop(frame.image, detection.box)
@@ -162,6 +164,8 @@ class DetectProcess(Process):
                 text_height=detection.height / (1 + 2 * pad),
                 shape=tuple(pixels.shape),  # type: ignore[arg-type]
                 track=track,
+                engine=camera.ocr_engine,
+                charset=camera.filters.charset,
             )
             try:
                 self.push.send_multipart(encode_crop(header, pixels), zmq.NOBLOCK, copy=False)

@@ -41,7 +41,7 @@ from textwatch.log import get_logger
 from textwatch.metrics import rss_bytes
 from textwatch.processes import child
 from textwatch.processes.child import Process
-from textwatch.recognize import TIMEOUT, Reading, Recognizer
+from textwatch.recognize import TIMEOUT, Reading, Recognizers
 
 DRAIN_QUIET_MS = 300  # on stop, a queue silent this long is considered empty
 POLL_MS = 200  # how often a quiet worker looks at its stop flag
@@ -107,7 +107,8 @@ class OcrWorker(Process):
         self.retire_reason: str | None = None  # set once the policy says this worker should be replaced
         self.crops: zmq.Socket | None = None
         self.results: zmq.Socket | None = None
-        self.recognizer = Recognizer(settings.ocr)  # a TextwatchError here: the worker cannot start
+        self.recognizers = Recognizers(settings.ocr)
+        self.recognizers.get()  # the default engine now: a TextwatchError here means the worker cannot start
         try:
             self.open_sockets()
         except BaseException:
@@ -135,7 +136,7 @@ class OcrWorker(Process):
         if self.results in ready:
             bus.drain_subscriptions(self.results)
         if self.crops in ready and not self.stop.is_set():
-            self.handle(self.crops.recv_multipart(zmq.NOBLOCK))
+            self.handle_batch(self.take_queued())
         if time.monotonic() >= self.next_stats:
             self.publish_stats()
             self.next_stats = time.monotonic() + self.settings.pipeline.stats_interval_s
@@ -152,36 +153,55 @@ class OcrWorker(Process):
         self.log.info("worker_stopped", **self.counters.as_dict())
         return int(ExitCode.OK)
 
-    def handle(self, frames: list[bytes]) -> None:
-        """Decode, read and publish one crop message; a malformed one is counted and skipped."""
-        try:
-            header, pixels = wire.decode_crop(frames)
-        except wire.WireError as err:
-            self.counters.rejected += 1
-            self.log.warning("crop_rejected", reason=str(err))
-            return
-        start = time.perf_counter()
-        reading = self.read(pixels, header.text_height)
-        self.counters.ocr_ms_total += (time.perf_counter() - start) * 1000.0
-        self.count(reading)
-        self.publish(wire.encode_published(wire.TOPIC_TEXT, text_result(header, reading, self.name), header.camera))
+    def take_queued(self) -> list[list[bytes]]:
+        """The crops already queued for this worker, up to ocr.batch; never waits for more
+        (a batch is what arrived while the last one was read, so low load adds no latency)."""
+        messages: list[list[bytes]] = []
+        while len(messages) < self.settings.ocr.batch:
+            try:
+                messages.append(self.crops.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                break
+        return messages
+
+    def handle_batch(self, messages: list[list[bytes]]) -> None:
+        """Decode, read (one batched pass per engine and charset) and publish; a malformed message is counted and skipped."""
+        crops: dict[tuple[str | None, str], list[tuple[wire.CropHeader, np.ndarray]]] = {}
+        for frames in messages:
+            try:
+                header, pixels = wire.decode_crop(frames)
+            except wire.WireError as err:
+                self.counters.rejected += 1
+                self.log.warning("crop_rejected", reason=str(err))
+                continue
+            crops.setdefault((header.engine, header.charset), []).append((header, pixels))
+        for (engine, charset), group in crops.items():
+            start = time.perf_counter()
+            readings = self.read(engine, charset, group)
+            self.counters.ocr_ms_total += (time.perf_counter() - start) * 1000.0
+            for (header, _), reading in zip(group, readings):
+                self.count(reading)
+                self.publish(wire.encode_published(wire.TOPIC_TEXT, text_result(header, reading, self.name), header.camera))
         self.check_recycle()
+
+    def read(self, engine: str | None, charset: str, group: list[tuple[wire.CropHeader, np.ndarray]]) -> list[Reading]:
+        """Read one engine's crops; whatever goes wrong is a "failed" reading of each, published and
+        counted, never a dead worker (an engine that cannot start, a bug on one crop)."""
+        pixels = [p[:, :, 0] if p.shape[2] == 1 else p for _, p in group]  # gray crops: HxW, not HxWx1
+        try:
+            recognizer = self.recognizers.get(engine)
+            if len(pixels) == 1:
+                return [recognizer.read(pixels[0], group[0][0].text_height, charset)]
+            return recognizer.read_batch(pixels, charset)
+        except Exception as err:  # noqa: BLE001 - logged with its traceback; the crops are failed, not lost
+            self.log.exception("read_crashed", engine=engine or self.settings.ocr.engine)
+            return [Reading("failed", error=f"{type(err).__name__}: {err}")] * len(group)
 
     def check_recycle(self) -> None:
         """After each crop: has this worker read enough, or grown too much? (RSS looked at every few crops.)"""
         crops = self.counters.crops_read
         look = crops % RSS_CHECK_EVERY == 0 or crops == RSS_BASELINE_CROPS
         self.retire_reason = self.recycle.reason(crops, rss_bytes() if look else None)
-
-    def read(self, pixels: np.ndarray, text_height: float) -> Reading:
-        """Read one crop; whatever goes wrong is a "failed" reading, published and counted, never a dead worker."""
-        if pixels.shape[2] == 1:
-            pixels = pixels[:, :, 0]  # gray crops: the recognizer takes HxW, not HxWx1
-        try:
-            return self.recognizer.read(pixels, text_height)
-        except Exception as err:  # noqa: BLE001 - a bug on one crop must not stop the pool; logged with traceback
-            self.log.exception("read_crashed")
-            return Reading("failed", error=f"{type(err).__name__}: {err}")
 
     def count(self, reading: Reading) -> None:
         self.counters.crops_read += 1
@@ -220,13 +240,13 @@ class OcrWorker(Process):
         assert self.crops is not None
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline and self.crops.poll(DRAIN_QUIET_MS, zmq.POLLIN):
-            self.handle(self.crops.recv_multipart(zmq.NOBLOCK))
+            self.handle_batch(self.take_queued())
 
     def close(self) -> None:
         for sock in (self.crops, self.results):
             if sock is not None:
                 sock.close()
-        self.recognizer.close()
+        self.recognizers.close()
 
 
 def text_result(header: wire.CropHeader, reading: Reading, worker: str) -> wire.TextResult:

@@ -21,7 +21,7 @@ import numpy as np
 from textwatch import bus, wire
 from textwatch.config import CameraSettings, OcrSettings, Settings
 from textwatch.errors import TextwatchError
-from textwatch.recognize import Recognizer, make_engine
+from textwatch.recognize import make_engine, make_recognizer
 from textwatch.tools.samples import SANS, SERIF, line_crop
 
 BENCH_RCVHWM = 100_000  # the bench keeps every message of its window; the publisher's own HWM still applies
@@ -61,7 +61,7 @@ def time_engine(settings: OcrSettings, crops: list, rounds: int) -> tuple[list[f
     length: Tesseract's cost grows with the characters in a line, the
     command-line engine's process start-up does not.
     """
-    recognizer = Recognizer(settings)
+    recognizer = make_recognizer(settings)
     try:
         recognizer.read(crops[0])
         totals = [0.0] * len(crops)
@@ -115,7 +115,7 @@ def call_overhead(settings: OcrSettings, calls: int = 5) -> float:
 
 
 def bench_ocr(settings: OcrSettings, crops: int = 40, rounds: int = 3) -> dict[str, object]:
-    """Both engines on the same rendered line crops; crops/s each, their ratio, and where the time goes.
+    """Every engine on the same rendered line crops; crops/s each, the Tesseract ratio, and where the time goes.
 
     `pytesseract_startup_ms` is the command-line engine on a blank crop: its
     fixed cost per call (process start, loading the language data), which the
@@ -127,6 +127,9 @@ def bench_ocr(settings: OcrSettings, crops: int = 40, rounds: int = 3) -> dict[s
     slow_settings = settings.model_copy(update={"engine": "pytesseract"})
     slow, slow_texts = time_engine(slow_settings, images, 1)
     startup = call_overhead(slow_settings)
+    ppocr_settings = settings.model_copy(update={"engine": "ppocr"})
+    paddle, paddle_texts = time_engine(ppocr_settings, images, rounds)
+    batched = time_batched(ppocr_settings, images, rounds)
     return {
         "benchmark": "ocr",
         "crops": crops,
@@ -139,8 +142,40 @@ def bench_ocr(settings: OcrSettings, crops: int = 40, rounds: int = 3) -> dict[s
         "by_length": by_length(texts, fast, slow),
         "tesserocr_exact": sum(a == b for a, b in zip(fast_texts, texts)),
         "pytesseract_exact": sum(a == b for a, b in zip(slow_texts, texts)),
+        "engines": [
+            engine_row("tesserocr", fast, fast_texts, texts),
+            engine_row("pytesseract", slow, slow_texts, texts),
+            engine_row("ppocr", paddle, paddle_texts, texts),
+            {**engine_row("ppocr batched", batched, paddle_texts, texts), "batch": settings.batch},
+        ],
         "machine": machine(),
     }
+
+
+def engine_row(name: str, seconds: list[float], read: list[str], truth: list[str]) -> dict[str, object]:
+    """One engine on the bench's crops: ms per crop, crops per second on one core, lines read exactly."""
+    total = sum(seconds)
+    return {
+        "engine": name,
+        "ms_per_crop": round(1000 * total / len(seconds), 2),
+        "crops_per_s_per_core": round(len(seconds) / max(1e-9, total), 1),
+        "exact": sum(a == b for a, b in zip(read, truth)),
+    }
+
+
+def time_batched(settings: OcrSettings, crops: list, rounds: int) -> list[float]:
+    """Seconds per crop when the crops go through read_batch in groups of ocr.batch (as a busy worker reads)."""
+    recognizer = make_recognizer(settings)
+    try:
+        recognizer.read_batch(crops[:1])
+        start = time.perf_counter()
+        for _ in range(rounds):
+            for first in range(0, len(crops), settings.batch):
+                recognizer.read_batch(crops[first : first + settings.batch])
+        per_crop = (time.perf_counter() - start) / (rounds * len(crops))
+    finally:
+        recognizer.close()
+    return [per_crop] * len(crops)
 
 
 # ---------------------------------------------------------------- the whole pipeline

@@ -14,7 +14,7 @@ from textwatch.config import Settings
 from textwatch.detect.darknet import check_weights, parse_cfg
 from textwatch.detect.runtime import choose_backend, load_model
 from textwatch.errors import ConfigError, TextwatchError
-from textwatch.recognize import check_languages, find_tessdata, make_engine
+from textwatch.recognize import check_languages, find_tessdata, make_recognizer
 
 
 def check_model(settings: Settings) -> None:
@@ -28,9 +28,13 @@ def check_backend(settings: Settings) -> None:
 
 
 def check_ocr(settings: Settings) -> None:
-    tessdata = find_tessdata(settings.ocr.tessdata)
-    check_languages(tessdata, settings.ocr.languages)
-    make_engine(settings.ocr).close()
+    """Every engine the config uses (ocr.engine and each camera's ocr_engine) starts."""
+    engines = {settings.ocr.engine} | {c.ocr_engine for c in settings.cameras if c.ocr_engine is not None}
+    if engines & {"tesserocr", "pytesseract"}:
+        tessdata = find_tessdata(settings.ocr.tessdata)
+        check_languages(tessdata, settings.ocr.languages)
+    for engine in sorted(engines):
+        make_recognizer(settings.ocr, engine).close()
 
 
 def check_sources(settings: Settings) -> None:

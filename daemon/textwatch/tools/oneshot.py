@@ -19,7 +19,7 @@ from textwatch.detect.geometry import crop
 from textwatch.detect.merge import reading_order
 from textwatch.detect.runtime import Detection, Detector
 from textwatch.errors import InputError, InputMissing
-from textwatch.recognize import Reading, Recognizer
+from textwatch.recognize import Reading, make_recognizer
 
 # We enforce image.max_pixels ourselves, from the header, with a clear error.
 Image.MAX_IMAGE_PIXELS = None
@@ -104,7 +104,7 @@ class OneShot:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.detector = Detector(settings.detector)
-        self.recognizer = Recognizer(settings.ocr)
+        self.recognizer = make_recognizer(settings.ocr)
 
     def read(self, frame: np.ndarray) -> list[Region]:
         """All regions of a frame, read, in reading order (empty and failed ones included)."""

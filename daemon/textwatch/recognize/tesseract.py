@@ -1,13 +1,10 @@
-"""Reading text crops with Tesseract.
+"""Reading text crops with Tesseract (ocr.engine "tesserocr" or "pytesseract").
 
-One `Recognizer` per process owns one engine. The default engine, tesserocr,
-keeps a single Tesseract instance alive for the life of the process (model
-loading costs ~100 ms; a line crop then costs a few ms). pytesseract is kept as
-an option behind the same interface; it starts a `tesseract` process per call.
-
-A reading has a status: "text" (something legible), "empty" (Tesseract ran and
-found nothing worth keeping) or "failed" (the engine raised). The three are
-never conflated: an empty string is not an error, and an error is not "".
+tesserocr keeps a single Tesseract instance alive for the life of the process
+(model loading costs ~100 ms; a line crop then costs a few ms). pytesseract is
+kept as an option behind the same interface; it starts a `tesseract` process
+per call. Crops are preprocessed for Tesseract (`preprocess`) and read as one
+line (psm 7) with a block-mode fallback (psm 6) for unsure reads.
 
 A crop Tesseract cannot finish within `ocr.timeout_ms` is abandoned: tesserocr
 passes the deadline to Tesseract's own cancel monitor (`Recognize(timeout=)`
@@ -20,56 +17,41 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
 
 from textwatch.config import OcrSettings
 from textwatch.errors import BackendUnavailable
+from textwatch.recognize.reading import (
+    TIMEOUT,
+    Reading,
+    RecognizeTimeout,
+    Word,
+    better,
+    classify,
+    is_blank,
+)
 
 
-Status = Literal["text", "empty", "failed"]
-_SPACES = re.compile(r"\s+")
-_ALNUM = re.compile(r"[^\W_]", re.UNICODE)
-BLANK_STD = 3.0  # grey-level standard deviation below which a crop is blank
 BORDER = 12  # margin (of the background's grey) around a crop: Tesseract reads poorly at the edge
 GLYPH_MIN_FRACTION = 0.25  # glyphs are at least this fraction of the crop's height ...
 GLYPH_MAX_FRACTION = 0.95  # ... and at most this
-TIMEOUT = "timeout"  # the error of a reading abandoned at ocr.timeout_ms
-
-
-class RecognizeTimeout(Exception):
-    """The engine did not finish one crop within ocr.timeout_ms."""
-
-
-@dataclass(frozen=True)
-class Word:
-    text: str
-    confidence: float  # 0..100, Tesseract's own
-
-
-@dataclass(frozen=True)
-class Reading:
-    """The result of reading one crop."""
-
-    status: Status
-    text: str = ""
-    confidence: float = 0.0  # mean word confidence, 0..100
-    words: tuple[Word, ...] = field(default_factory=tuple)
-    error: str | None = None
 
 
 class Engine(Protocol):
     name: str
 
-    def read_words(self, image: np.ndarray) -> list[Word]:
-        """Words of a preprocessed 8-bit grayscale image; raises on engine failure."""
+    def read_words(self, image: np.ndarray, psm: int | None = None, charset: str = "") -> list[Word]:
+        """Words of a preprocessed 8-bit grayscale image, only of `charset`'s characters when it is
+        given (Tesseract's tessedit_char_whitelist); raises on engine failure."""
         ...
 
 
@@ -148,9 +130,10 @@ class TesserocrEngine:
         except RuntimeError as err:
             raise BackendUnavailable(f"Tesseract failed to start with {languages!r}: {err}") from None
 
-    def read_words(self, image: np.ndarray, psm: int | None = None) -> list[Word]:
+    def read_words(self, image: np.ndarray, psm: int | None = None, charset: str = "") -> list[Word]:
         h, w = image.shape[:2]
         self._api.SetPageSegMode(psm if psm is not None else self.psm)
+        self._api.SetVariable("tessedit_char_whitelist", charset)  # "" = every character
         self._api.SetImageBytes(np.ascontiguousarray(image).tobytes(), w, h, 1, w)
         start = time.monotonic()
         if not self._api.Recognize(timeout=self.timeout_ms):
@@ -190,8 +173,10 @@ class PytesseractEngine:
         self._config = f'--oem 1 --tessdata-dir "{tessdata}"'
         self._languages = languages
 
-    def read_words(self, image: np.ndarray, psm: int | None = None) -> list[Word]:
+    def read_words(self, image: np.ndarray, psm: int | None = None, charset: str = "") -> list[Word]:
         config = f"--psm {psm if psm is not None else self.psm} {self._config}"
+        if charset:
+            config += f" -c tessedit_char_whitelist={shlex.quote(charset)}"
         try:
             data = self._pytesseract.image_to_data(
                 image, lang=self._languages, config=config, output_type=self._pytesseract.Output.DICT,
@@ -281,57 +266,36 @@ def is_light_on_dark(binary: np.ndarray) -> bool:
     return float(binary.mean()) < 127.5
 
 
-def better(first: Reading, second: Reading) -> Reading:
-    """The fallback read wins when the first found nothing, or when it is more confident."""
-    if second.status != "text":
-        return first
-    if first.status != "text" or second.confidence > first.confidence:
-        return second
-    return first
-
-
-def is_blank(crop: np.ndarray) -> bool:
-    """A crop without contrast holds no text; Tesseract would invent some ("ee") on it."""
-    return float(crop.std()) < BLANK_STD
-
-
-def clean_text(words: list[Word]) -> str:
-    """Join words, collapse newlines and runs of spaces (as the seed did)."""
-    return _SPACES.sub(" ", " ".join(w.text for w in words)).strip()
-
-
-def is_noise(text: str) -> bool:
-    """Pure-noise readings: nothing alphanumeric, or a lone character."""
-    alnum = len(_ALNUM.findall(text))
-    return alnum == 0 or (len(text) <= 1)
-
-
-class Recognizer:
-    """Preprocess, run the engine, clean, classify. One per process."""
+class TesseractRecognizer:
+    """Preprocess, run Tesseract (tesserocr or pytesseract), clean, classify."""
 
     def __init__(self, settings: OcrSettings) -> None:
         self.settings = settings
         self.engine = make_engine(settings)
 
-    def read(self, crop: np.ndarray, text_height: float | None = None) -> Reading:
+    def read(self, crop: np.ndarray, text_height: float | None = None, charset: str = "") -> Reading:
         if crop.size == 0 or min(crop.shape[:2]) < 2:
             return Reading("failed", error=f"crop too small: {crop.shape[1]}x{crop.shape[0]}")
         if is_blank(crop):
             return Reading("empty")
         image = preprocess(crop, self.settings, text_height)
-        reading = self.read_with(image, self.settings.psm)
+        reading = self.read_with(image, self.settings.psm, charset)
         if self.needs_fallback(reading):
-            reading = better(reading, self.read_with(image, self.settings.fallback_psm))
+            reading = better(reading, self.read_with(image, self.settings.fallback_psm, charset))
         return reading
 
-    def read_with(self, image: np.ndarray, psm: int) -> Reading:
+    def read_with(self, image: np.ndarray, psm: int, charset: str = "") -> Reading:
         try:
-            words = self.engine.read_words(image, psm)
+            words = self.engine.read_words(image, psm, charset)
         except RecognizeTimeout:
             return Reading("failed", error=TIMEOUT)
         except Exception as err:  # noqa: BLE001 - any engine failure is a "failed" reading, counted
             return Reading("failed", error=f"{type(err).__name__}: {err}")
         return classify(words, self.settings.min_confidence)
+
+    def read_batch(self, crops: Sequence[np.ndarray], charset: str = "") -> list[Reading]:
+        """Tesseract has no batched forward: one crop after the other."""
+        return [self.read(crop, None, charset) for crop in crops]
 
     def needs_fallback(self, reading: Reading) -> bool:
         """A single-line read that found nothing or is unsure: the box may hold two lines."""
@@ -342,13 +306,3 @@ class Recognizer:
 
     def close(self) -> None:
         self.engine.close()
-
-
-def classify(words: list[Word], min_confidence: float) -> Reading:
-    """Clean the words into a Reading: "text" when legible, else "empty"."""
-    words = [w for w in words if w.text.strip()]
-    text = clean_text(words)
-    confidence = float(np.mean([w.confidence for w in words])) if words else 0.0
-    if not text or is_noise(text) or confidence < min_confidence:
-        return Reading("empty", text="", confidence=confidence, words=tuple(words))
-    return Reading("text", text=text, confidence=confidence, words=tuple(words))
