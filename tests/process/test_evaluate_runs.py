@@ -113,6 +113,15 @@ def test_pipeline_mode_reads_known_lines(window_set: Path, tmp_path: Path) -> No
     assert row["f1"] > 0.8 and row["det_recall"] > 0.8, row
 
 
+@pytest.mark.parametrize("args", [("--engine", "ppocr"), ("--mode", "rapidocr")], ids=["ppocr", "rapidocr"])
+def test_every_engine_and_the_rapidocr_reference_are_scored_alike(window_set: Path, tmp_path: Path, args) -> None:
+    """docs/accuracy.md puts them side by side: the same sets, the same scorer, one flag each."""
+    report = tmp_path / "r.json"
+    assert evaluate.run(parse(str(window_set), "--limit", "1", "--json", str(report), *args)) == ExitCode.OK
+    (row,) = json.loads(report.read_text())["sets"]
+    assert row["f1"] > 0.8 and row["det_recall"] > 0.8, row
+
+
 # --- video clips ----------------------------------------------------------------------------
 
 

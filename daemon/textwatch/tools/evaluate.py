@@ -120,9 +120,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", type=Path, help="config file (default: built-in defaults)")
     parser.add_argument(
         "--mode",
-        choices=["pipeline", "tesseract"],
+        choices=["pipeline", "tesseract", "rapidocr"],
         default="pipeline",
-        help="the whole textwatch pipeline (default), or Tesseract alone on the whole image (the baseline)",
+        help="the whole textwatch pipeline (default), Tesseract alone on the whole image (the baseline), "
+        "or rapidocr 3.10's own detector and recognizer (the reference to catch up with)",
+    )
+    parser.add_argument(
+        "--engine", choices=["tesserocr", "pytesseract", "ppocr"],
+        help="pipeline mode: the OCR engine (overrides ocr.engine of the config)",
     )
     parser.add_argument(
         "--psm",
@@ -142,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--limit must be at least 1")
     folders = find_sets(args.dirs)
     settings = load_settings(args.config)
+    if args.engine:
+        settings.ocr.engine = args.engine
     psm = args.psm if args.psm is not None else (3 if args.mode == "tesseract" else settings.ocr.psm)
     settings.ocr.psm = psm
     eval_sets = [load_set(folder, args.limit) for folder in folders]
@@ -447,8 +454,38 @@ class TesseractReader:
         self._api.End()
 
 
+class RapidOcrReader:
+    """rapidocr 3.10's whole pipeline (its PP-OCRv6 det + cls + rec, the models of its wheel): the
+    reference row of docs/accuracy.md, measured by the same scorer on the same machine. Only here,
+    in the eval tool: the daemon never runs rapidocr's pipeline."""
+
+    name = "rapidocr"
+
+    def __init__(self, settings: Settings) -> None:
+        import logging
+
+        from rapidocr import RapidOCR
+
+        logging.getLogger("RapidOCR").setLevel(logging.WARNING)  # it logs every model it loads at INFO
+        self._engine = RapidOCR()
+
+    def read(self, frame: np.ndarray) -> tuple[list[str], list[Box] | None]:
+        result = self._engine(frame)
+        if result.boxes is None or result.txts is None:
+            return [], []
+        boxes: list[Box] = [
+            (int(q[:, 0].min()), int(q[:, 1].min()), int(np.ceil(q[:, 0].max())) + 1, int(np.ceil(q[:, 1].max())) + 1)
+            for q in np.asarray(result.boxes)
+        ]
+        return [t for t in result.txts if t.strip()], boxes
+
+    def close(self) -> None:
+        pass
+
+
 def make_reader(mode: str, settings: Settings) -> Reader:
-    return PipelineReader(settings) if mode == "pipeline" else TesseractReader(settings)
+    readers = {"pipeline": PipelineReader, "tesseract": TesseractReader, "rapidocr": RapidOcrReader}
+    return readers[mode](settings)
 
 
 # --- evaluation ----------------------------------------------------------------------------
