@@ -48,6 +48,7 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
+from textwatch import wire
 from textwatch.config import Settings, binds_beyond_loopback
 from textwatch.errors import ConfigError
 
@@ -71,6 +72,15 @@ RESULTS_SNDHWM = 1000
 RESULTS_LINGER_MS = 1000
 PUBLISH_LINGER_MS = 500
 NO_LINGER_MS = 0
+
+# Largest message each receiving socket accepts (ZMQ_MAXMSGSIZE): libzmq drops the connection of
+# a peer that sends more, before anything is allocated for it. Each bound is the largest message
+# the protocol allows there, with room: a crop of wire.MAX_CROP_PIXELS BGR pixels; a text result
+# or stats message; a subscription (a topic prefix); a frame.<camera> of wire.MAX_REGIONS regions.
+MAX_CROP_BYTES = wire.MAX_CROP_PIXELS * 3 + 64 * 1024
+MAX_RESULT_BYTES = 1024 * 1024
+MAX_SUBSCRIPTION_BYTES = 1024
+MAX_PUBLISHED_BYTES = 16 * 1024 * 1024
 
 HEARTBEAT_IVL_MS = 2000
 HEARTBEAT_TIMEOUT_MS = 6000
@@ -205,14 +215,15 @@ def make_socket(
     linger_ms: int,
     sndhwm: int | None = None,
     rcvhwm: int | None = None,
+    max_message: int | None = None,
     socket_class: type[zmq.Socket] = zmq.Socket,
 ) -> zmq.Socket:
-    """A socket with linger, HWMs, heartbeats and reconnect backoff set before any bind/connect.
-
-    HWMs must be set before bind/connect: ZeroMQ applies them to pipes as they are created.
-    """
+    """A socket with linger, HWMs, the largest inbound message, heartbeats and reconnect backoff,
+    all set before any bind/connect (ZeroMQ applies them to pipes as they are created)."""
     sock = ctx.socket(kind, socket_class=socket_class)
     sock.setsockopt(zmq.LINGER, linger_ms)
+    if max_message is not None:
+        sock.setsockopt(zmq.MAXMSGSIZE, max_message)
     if sndhwm is not None:
         sock.setsockopt(zmq.SNDHWM, sndhwm)
     if rcvhwm is not None:
@@ -294,7 +305,7 @@ def wait_for_worker(push: AuthenticatedSocket, timeout_s: float, stop: threading
 
 def crop_puller(ctx: zmq.Context, endpoint: str, curve: ClientCurve | None = None) -> zmq.Socket:
     """A worker's crops PULL (connect), RCVHWM = WORKER_CROP_RCVHWM; a CURVE client on tcp when `curve` is given."""
-    sock = make_socket(ctx, zmq.PULL, linger_ms=NO_LINGER_MS, rcvhwm=WORKER_CROP_RCVHWM)
+    sock = make_socket(ctx, zmq.PULL, linger_ms=NO_LINGER_MS, rcvhwm=WORKER_CROP_RCVHWM, max_message=MAX_CROP_BYTES)
     connect(sock, endpoint, curve)
     return sock
 
@@ -308,7 +319,9 @@ def result_publisher(ctx: zmq.Context, endpoint: str, curve: ClientCurve | None 
     Whoever owns it must read those subscription messages now and then
     (`drain_subscriptions`). A CURVE client on tcp when `curve` is given.
     """
-    sock = make_socket(ctx, zmq.XPUB, linger_ms=RESULTS_LINGER_MS, sndhwm=RESULTS_SNDHWM)
+    sock = make_socket(
+        ctx, zmq.XPUB, linger_ms=RESULTS_LINGER_MS, sndhwm=RESULTS_SNDHWM, max_message=MAX_SUBSCRIPTION_BYTES
+    )
     connect(sock, endpoint, curve)
     return sock
 
@@ -342,8 +355,10 @@ def publisher_proxy(ctx: zmq.Context, endpoints: Endpoints, settings: Settings) 
     curve = ServerCurve.from_settings(settings)
     remote = [e for e in endpoints.result_binds + endpoints.publish_binds if not is_local(e)]
     authenticator = start_authenticator(ctx, curve) if curve is not None and remote else None
-    xsub = make_socket(ctx, zmq.XSUB, linger_ms=NO_LINGER_MS)
-    xpub = make_socket(ctx, zmq.XPUB, linger_ms=PUBLISH_LINGER_MS, sndhwm=settings.bus.publish_hwm)
+    xsub = make_socket(ctx, zmq.XSUB, linger_ms=NO_LINGER_MS, max_message=MAX_RESULT_BYTES)
+    xpub = make_socket(
+        ctx, zmq.XPUB, linger_ms=PUBLISH_LINGER_MS, sndhwm=settings.bus.publish_hwm, max_message=MAX_SUBSCRIPTION_BYTES
+    )
     proxy = PublisherProxy(xsub, xpub, authenticator)
     try:
         bind(xsub, endpoints.result_binds, curve)
@@ -369,7 +384,7 @@ def subscriber(
     `reconnect_ivl_max_ms` lower than the default for a local link that must
     hear a restarted publisher again within seconds (the systemd watchdog).
     """
-    sock = make_socket(ctx, zmq.SUB, linger_ms=NO_LINGER_MS, rcvhwm=rcvhwm)
+    sock = make_socket(ctx, zmq.SUB, linger_ms=NO_LINGER_MS, rcvhwm=rcvhwm, max_message=MAX_PUBLISHED_BYTES)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, reconnect_ivl_max_ms)
     for topic in topics:
         sock.setsockopt(zmq.SUBSCRIBE, topic.encode())

@@ -13,12 +13,24 @@ import sys
 
 import structlog
 
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+# userinfo runs to the LAST "@" before the path: a password may hold "@" itself.
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s]*@")
+# Credentials in a query string, as MJPEG and snapshot URLs carry them (?user=admin&pwd=...).
+_QUERY_SECRETS = re.compile(
+    r"(?P<key>[?&;](?:pwd|pass|passwd|password|token|access_token|auth|key|api_key|apikey|secret|signature|sig)=)"
+    r"[^&;#\s]*?(?=[&;#\s]|:\s|:?$)",  # the value, but not the ": " of a message around the URL
+    re.IGNORECASE,
+)
 
 
 def redact_url(text: str) -> str:
-    """Replace `user:password@` in any URL inside `text` with `***@`."""
-    return _CREDENTIALS.sub(r"\g<scheme>***@", text)
+    """Replace `user:password@` in any URL inside `text` with `***@`, and the value of any
+    credential-looking query parameter (`pwd=`, `password=`, `token=`, ...) with `***`.
+
+    Regression: a password holding "@" showed its tail (`rtsp://***@PW2x@host`), and
+    `?pwd=...` went into logs and published event.<camera> messages in clear.
+    """
+    return _QUERY_SECRETS.sub(r"\g<key>***", _CREDENTIALS.sub(r"\g<scheme>***@", text))
 
 
 def setup_logging(level: str = "warning", process: str = "cli", json: bool | None = None) -> None:

@@ -44,6 +44,9 @@ import numpy as np
 
 SCHEMA_VERSION = 1
 MAX_CROP_PIXELS = 4096 * 4096  # refuse headers that would make us allocate absurd buffers
+# Regions of one frame, as any message may claim them: the publisher allocates per claimed region
+# (a frame's `missing` list), so the claim is bounded before anything is built on it.
+MAX_REGIONS = 10_000
 OCR_ENGINES = ("tesserocr", "pytesseract", "ppocr")  # a crop may name one (config.Engine, the same names)
 MAX_CHARSET = 512  # characters of a crop's charset (config's filters.charset bound)
 TOPIC_TEXT, TOPIC_FRAME, TOPIC_EVENT, TOPIC_STATS = "text", "frame", "event", "stats"
@@ -181,8 +184,10 @@ def frame_notice_from_dict(raw: dict[str, Any]) -> FrameNotice:
         )
     except (KeyError, TypeError) as err:
         raise WireError(f"frame notice field missing or mistyped: {err}") from None
-    if not 0 <= notice.sent <= notice.regions or notice.regions < 1:
-        raise WireError(f"frame notice with {notice.sent} of {notice.regions} regions sent")
+    if not 0 <= notice.sent <= notice.regions or not 1 <= notice.regions <= MAX_REGIONS:
+        # Regression: a 118-byte notice claiming 20,000,000 regions took the publisher to 1 GB
+        # and published a 189 MB frame.<camera> of "missing" regions to every subscriber.
+        raise WireError(f"frame notice with {notice.sent} of {notice.regions} regions sent (at most {MAX_REGIONS})")
     return notice
 
 
@@ -395,8 +400,8 @@ def _check_crop(header: CropHeader, size: int) -> None:
         raise WireError(f"crop shape {header.shape} out of bounds")
     if h * w * c != size:
         raise WireError(f"crop has {size} bytes, header shape {header.shape} needs {h * w * c}")
-    if not 0 <= header.region < max(1, header.regions):
-        raise WireError(f"region {header.region} outside 0..{header.regions - 1}")
+    if not 0 <= header.region < max(1, header.regions) or header.regions > MAX_REGIONS:
+        raise WireError(f"region {header.region} of {header.regions} out of range (at most {MAX_REGIONS} regions)")
     if header.engine is not None and header.engine not in OCR_ENGINES:
         raise WireError(f"crop engine {header.engine!r} is none of {', '.join(OCR_ENGINES)}")
     if len(header.charset) > MAX_CHARSET:

@@ -189,7 +189,9 @@ def test_subscribe_uses_its_curve_flags(tmp_path: Path, keys: Keys) -> None:
 
     def publish() -> None:
         while not stop.wait(0.1):
-            pub.send_multipart(wire.encode_published(wire.TOPIC_STATS, {"process": "test", "role": "test", "ts": 1.0}))
+            stats = wire.WorkerStats(process="test", ts=1.0, crops_read=0, text=0, empty=0, failed=0, timeouts=0,
+                                     rejected=0, ocr_ms_total=0.0)
+            pub.send_multipart(wire.encode_published(wire.TOPIC_STATS, stats))
 
     sender = threading.Thread(target=publish, daemon=True)
     sender.start()

@@ -53,7 +53,6 @@ AGGREGATED_TOPIC = wire.TOPIC_TEXT.encode() + b"."  # our own subscription on th
 STATS_TOPIC = wire.TOPIC_STATS.encode()  # ours too while metrics are enabled
 NOTICE_PREFIX = wire.TOPIC_TRACK_NOTICE.encode() + b"."  # internal: consumed here, never forwarded
 FRAME_NOTICE_PREFIX = wire.TOPIC_FRAME_NOTICE.encode() + b"."  # internal: consumed here, never forwarded
-MAX_REGIONS = 10_000  # a text result claiming more regions per frame is rejected (memory bound)
 BATCH = 256  # messages forwarded per poll wake-up before looking at subscriptions and deadlines
 POLL_MS = 100  # longest sleep: how quickly stop is seen
 
@@ -213,7 +212,7 @@ class Publisher(Process):
             result = wire.text_result_from_dict(payload)
             if name != wire.topic(wire.TOPIC_TEXT, result.camera):
                 raise wire.WireError(f"topic {name!r} does not match camera {result.camera!r}")
-            if not 0 <= result.region < result.regions <= MAX_REGIONS:
+            if not 0 <= result.region < result.regions <= wire.MAX_REGIONS:
                 raise wire.WireError(f"region {result.region} of {result.regions} out of range")
             if self.exporter is not None:
                 self.exporter.observe_text(result)
