@@ -1,5 +1,5 @@
-"""A camera on PP-OCR (cameras.ocr_engine) in a real daemon: the crops carry the engine, the
-workers load it on first use, and its text reaches a subscriber."""
+"""A camera on its own OCR engine (cameras.ocr_engine) in a real daemon: the crops carry the
+engine, a worker loads it on first use beside its default, and the text reaches a subscriber."""
 
 from __future__ import annotations
 
@@ -15,11 +15,13 @@ pytestmark = pytest.mark.slow
 TEXT = "GATE 7 OPEN"
 
 
-def test_a_camera_on_ppocr_publishes_its_text(tmp_path: Path) -> None:
+@pytest.mark.parametrize("default, camera", [("tesserocr", "ppocr"), ("ppocr", "tesserocr")])
+def test_a_camera_on_its_own_engine_publishes_its_text(tmp_path: Path, default: str, camera: str) -> None:
     clip = write_line_clip(tmp_path / "line.mp4", [TEXT], frames_each=20)
-    config = daemon_config(tmp_path, str(clip), loop=True, max_fps=5.0, ocr_engine="ppocr")
+    config = daemon_config(tmp_path, str(clip), loop=True, max_fps=5.0, ocr_engine=camera)
+    config.write_text(config.read_text() + f'\n[ocr]\nengine = "{default}"\n')
     with Subscriber(publish_endpoint(config)) as sub, Daemon(config) as daemon:
         sub.wait_for(text_is(TEXT), timeout=90)
         assert daemon.terminate(timeout=20) == 0
-    loaded = {(e.get("process"), e.get("engine")) for e in daemon.log_events() if e.get("event") == "ocr_engine_loaded"}
-    assert ("ocr-0", "ppocr") in loaded and ("ocr-0", "tesserocr") in loaded  # the default at start, ppocr on demand
+    loaded = [e.get("engine") for e in daemon.log_events() if e.get("event") == "ocr_engine_loaded" and e.get("process") == "ocr-0"]
+    assert loaded[:2] == [default, camera]  # the default at start, the camera's on its first crop

@@ -34,7 +34,7 @@ def test_reads_rendered_lines(recognizer: Recognizer, text: str) -> None:
 
 @pytest.mark.parametrize("height", [18, 24, 120])
 def test_small_and_large_text_is_rescaled(height: int) -> None:
-    rec = make_recognizer(OcrSettings())
+    rec = make_recognizer(OcrSettings(engine="tesserocr"))
     try:
         assert rec.read(line_crop("Total amount 318", height=height, face=SERIF)).text == "Total amount 318"
     finally:
@@ -43,7 +43,7 @@ def test_small_and_large_text_is_rescaled(height: int) -> None:
 
 def test_light_on_dark_is_inverted() -> None:
     crop = line_crop("Platform 9", height=40, inverted=True)
-    settings = OcrSettings()
+    settings = OcrSettings(engine="tesserocr")
     image = preprocess(crop, settings)
     assert not is_light_on_dark(cv2.threshold(image, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)[1])
     rec = make_recognizer(settings)
@@ -65,10 +65,10 @@ def test_a_dark_frame_around_dark_on_light_text_does_not_invert_it() -> None:
     """Regression: inversion was judged on the crop's border, so a plate's dark frame turned its dark
     characters light and Tesseract read nothing (openalpr plates: recall 0 with every plate detected)."""
     crop = framed_plate("627 WKX")
-    image = preprocess(crop, OcrSettings())
+    image = preprocess(crop, OcrSettings(engine="tesserocr"))
     inner = image[image.shape[0] // 2 - 5 : image.shape[0] // 2 + 5, image.shape[1] // 3 : 2 * image.shape[1] // 3]
     assert np.median(inner) > 127, "the plate's light background must stay light"
-    rec = make_recognizer(OcrSettings())
+    rec = make_recognizer(OcrSettings(engine="tesserocr"))
     try:
         assert rec.read(crop).text.replace(" ", "") == "627WKX"
     finally:
@@ -105,7 +105,7 @@ def test_noise_is_dropped() -> None:
 
 def test_missing_language_is_a_clear_error() -> None:
     with pytest.raises(BackendUnavailable, match="language data missing for xyz"):
-        make_recognizer(OcrSettings(languages="eng+xyz"))
+        make_recognizer(OcrSettings(engine="tesserocr", languages="eng+xyz"))
 
 
 def test_reads_real_receipt_lines() -> None:
@@ -113,7 +113,7 @@ def test_reads_real_receipt_lines() -> None:
     folder = shared_path("eval", "sroie_receipts")
     record = json.loads((folder / "manifest.jsonl").read_text().splitlines()[0])
     image = cv2.imread(str(folder / record["image"]))
-    rec = make_recognizer(OcrSettings())
+    rec = make_recognizer(OcrSettings(engine="tesserocr"))
     good = total = 0
     try:
         for line in record["lines"][:15]:
@@ -138,7 +138,7 @@ def test_importing_the_cli_leaves_openmp_threads_alone() -> None:
     code = (
         "import os, textwatch.cli; before = os.environ.get('OMP_THREAD_LIMIT');"
         "from textwatch.config import OcrSettings; from textwatch.recognize import make_engine;"
-        "make_engine(OcrSettings()); print(before, os.environ.get('OMP_THREAD_LIMIT'))"
+        "make_engine(OcrSettings(engine='tesserocr')); print(before, os.environ.get('OMP_THREAD_LIMIT'))"
     )
     env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_THREAD_LIMIT"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
@@ -154,8 +154,8 @@ def test_two_line_crop_falls_back_to_block_mode() -> None:
     width = max(top.shape[1], bottom.shape[1])
     crop = np.full((80, width, 3), 255, np.uint8)
     crop[:40, : top.shape[1]], crop[40:, : bottom.shape[1]] = top, bottom
-    with_fallback = make_recognizer(OcrSettings())
-    without = make_recognizer(OcrSettings(fallback_psm=0))
+    with_fallback = make_recognizer(OcrSettings(engine="tesserocr"))
+    without = make_recognizer(OcrSettings(engine="tesserocr", fallback_psm=0))
     try:
         assert with_fallback.read(crop, text_height=32).text == "TOTAL 12.50 CASH 20.00"
         assert without.read(crop, text_height=32).text != "TOTAL 12.50 CASH 20.00"

@@ -46,7 +46,7 @@ def test_a_crop_past_the_deadline_is_failed_with_timeout_and_the_engine_reads_on
 
 
 def test_no_deadline_reads_the_long_line() -> None:
-    recognizer = make_recognizer(OcrSettings(timeout_ms=0))
+    recognizer = make_recognizer(OcrSettings(engine="tesserocr", timeout_ms=0))
     try:
         assert recognizer.read(line_crop(LONG_LINE, height=40)).status == "text"
     finally:
@@ -130,7 +130,7 @@ class WorkerRig:
 
 def test_a_timed_out_crop_is_published_as_failed_and_counted(tmp_path: Path) -> None:
     settings = Settings()
-    settings.ocr.timeout_ms = 5
+    settings.ocr.engine, settings.ocr.timeout_ms = "tesserocr", 5
     settings.pipeline.stats_interval_s = 0.2
     rig = WorkerRig(tmp_path, settings)
     try:
