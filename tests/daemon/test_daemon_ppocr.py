@@ -18,8 +18,7 @@ TEXT = "GATE 7 OPEN"
 @pytest.mark.parametrize("default, camera", [("tesserocr", "ppocr"), ("ppocr", "tesserocr")])
 def test_a_camera_on_its_own_engine_publishes_its_text(tmp_path: Path, default: str, camera: str) -> None:
     clip = write_line_clip(tmp_path / "line.mp4", [TEXT], frames_each=20)
-    config = daemon_config(tmp_path, str(clip), loop=True, max_fps=5.0, ocr_engine=camera)
-    config.write_text(config.read_text() + f'\n[ocr]\nengine = "{default}"\n')
+    config = daemon_config(tmp_path, str(clip), loop=True, max_fps=5.0, default_engine=default, ocr_engine=camera)
     with Subscriber(publish_endpoint(config)) as sub, Daemon(config) as daemon:
         sub.wait_for(text_is(TEXT), timeout=90)
         assert daemon.terminate(timeout=20) == 0

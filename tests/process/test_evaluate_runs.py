@@ -94,7 +94,7 @@ def test_plate_set_scores_plate_recall(tmp_path: Path, capsys) -> None:
 def test_pipeline_mode_runs_and_reports(window_set: Path, tiny_model, write_config, tmp_path: Path) -> None:
     """Random weights: the numbers mean nothing, but every column is produced."""
     cfg, weights = tiny_model
-    config = write_config(f'[detector]\ncfg = "{cfg}"\nweights = "{weights}"\nconfidence = 0.05\n')
+    config = write_config(f'[detector]\ncfg = "{cfg}"\nweights = "{weights}"\nconfidence = 0.05\n[ocr]\nengine = "tesserocr"\n')
     report = tmp_path / "r.json"
     code = evaluate.run(parse(str(window_set), "-c", str(config), "--limit", "1", "--json", str(report)))
     assert code == ExitCode.OK

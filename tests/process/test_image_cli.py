@@ -20,9 +20,10 @@ from textwatch.tools.samples import document_window
 
 @pytest.fixture
 def random_config(tiny_model, write_config) -> Path:
-    """A config on the random-weights tiny model: boxes are meaningless but the path is real."""
+    """A config on the random-weights tiny model: boxes are meaningless but the path is real.
+    Hundreds of random boxes are read by tesserocr, the fastest engine: what is tested is the CLI."""
     cfg, weights = tiny_model
-    return write_config(f'[detector]\ncfg = "{cfg}"\nweights = "{weights}"\nconfidence = 0.01\n')
+    return write_config(f'[ocr]\nengine = "tesserocr"\n[detector]\ncfg = "{cfg}"\nweights = "{weights}"\nconfidence = 0.01\n')
 
 
 @pytest.fixture
@@ -113,7 +114,7 @@ def test_cuda_on_a_cpu_build_exits_69(random_config, write_config, sample) -> No
 
 def test_check_reports_every_problem(write_config, tmp_path) -> None:
     config = write_config(
-        f'[detector]\ncfg = "{tmp_path}/none.cfg"\nbackend = "cuda"\n[ocr]\nlanguages = "klingon"\n'
+        f'[detector]\ncfg = "{tmp_path}/none.cfg"\nbackend = "cuda"\n[ocr]\nengine = "tesserocr"\nlanguages = "klingon"\n'
     )
     result = run_cli("check", "-c", str(config))
     lines = result.stderr.splitlines()
