@@ -177,3 +177,14 @@ def test_bench_detector_reports_every_available_backend(tiny_model, write_config
     backends = {row["backend"] for row in report["results"]}
     assert "cpu" in backends and {row["batch"] for row in report["results"]} == {1, 2}
     assert all(row["frames_per_s"] > 0 for row in report["results"])
+
+
+def test_a_fifo_is_refused_not_waited_on(tmp_path) -> None:
+    """Regression: a FIFO named x.png made `textwatch image` block for ever opening it."""
+    import os
+
+    fifo = tmp_path / "x.png"
+    os.mkfifo(fifo)
+    result = run_cli("image", str(fifo), timeout=60)
+    assert result.returncode == ExitCode.DATA
+    assert result.stderr.strip().endswith("x.png: not a regular file") and result.stderr.count("\n") == 1

@@ -57,6 +57,8 @@ def load_image(path: Path, max_pixels: int) -> np.ndarray:
         raise InputMissing(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a directory")
+    if not path.is_file():  # Regression: a FIFO named x.png made `textwatch image` wait for ever
+        raise InputError(f"{path}: not a regular file")
     try:
         size = path.stat().st_size
         with Image.open(path) as probe:
