@@ -358,6 +358,7 @@ class Settings(Strict):
     image: ImageSettings = Field(default_factory=ImageSettings)
     cameras: list[CameraSettings] = Field(
         default_factory=lambda: [CameraSettings()],
+        min_length=1,  # Regression: `cameras = []` started a daemon that exited 0 at once
         description="one [[cameras]] table per source; the default plays the bundled sample video",
     )
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)

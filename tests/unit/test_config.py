@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from support.paths import ROOT
-from textwatch.config import DEFAULT_CONFIG, load_settings, render_default_config
+from textwatch.config import DEFAULT_CONFIG, Settings, load_settings, render_default_config
 from textwatch.errors import ConfigError
 
 
@@ -51,3 +51,11 @@ def test_omitted_paths_keep_pointing_at_the_shipped_files(write_config) -> None:
     settings = load_settings(write_config('[ocr]\npsm = 6\n'))
     assert settings.detector.cfg == ROOT / "backup" / "textwatch-tiny.cfg"
     assert settings.cameras[0].url == str(ROOT / "daemon" / "textwatch" / "data" / "sample.mp4")
+
+
+def test_a_config_without_cameras_is_refused() -> None:
+    """Regression: `cameras = []` passed validation; the daemon started and exited 0 at once."""
+    import pydantic
+
+    with pytest.raises(pydantic.ValidationError, match="cameras"):
+        Settings.model_validate({"cameras": []})
