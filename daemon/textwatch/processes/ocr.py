@@ -190,9 +190,7 @@ class OcrWorker(Process):
         pixels = [p[:, :, 0] if p.shape[2] == 1 else p for _, p in group]  # gray crops: HxW, not HxWx1
         try:
             recognizer = self.recognizers.get(engine)
-            if len(pixels) == 1:
-                return [recognizer.read(pixels[0], group[0][0].text_height, charset)]
-            return recognizer.read_batch(pixels, charset)
+            return recognizer.read_batch(pixels, charset, [header.text_height for header, _ in group])
         except Exception as err:  # noqa: BLE001 - logged with its traceback; the crops are failed, not lost
             self.log.exception("read_crashed", engine=engine or self.settings.ocr.engine)
             return [Reading("failed", error=f"{type(err).__name__}: {err}")] * len(group)

@@ -226,9 +226,12 @@ class PaddleRecognizer:
     def read(self, crop: np.ndarray, text_height: float | None = None, charset: str = "") -> Reading:
         return self.read_batch([crop], charset)[0]
 
-    def read_batch(self, crops: Sequence[np.ndarray], charset: str = "") -> list[Reading]:
+    def read_batch(
+        self, crops: Sequence[np.ndarray], charset: str = "", text_heights: Sequence[float | None] | None = None
+    ) -> list[Reading]:
         """Readings of several crops: one batched pass over all of them, then a second over the
-        lines of the unsure ones that hold several (split_lines)."""
+        lines of the unsure ones that hold several (split_lines). PP-OCR scales every crop to
+        its own 48 px input: the detector's text heights are not needed."""
         readings: list[Reading | None] = [_unreadable(crop) for crop in crops]
         todo = [i for i, r in enumerate(readings) if r is None]
         upright = [_upright(crops[i]) for i in todo]

@@ -204,8 +204,12 @@ def make_engine(settings: OcrSettings) -> TesserocrEngine | PytesseractEngine:
     os.environ.setdefault("OMP_THREAD_LIMIT", "1")
     tessdata = find_tessdata(settings.tessdata)
     check_languages(tessdata, settings.languages)
-    engine_type = TesserocrEngine if settings.engine == "tesserocr" else PytesseractEngine
-    return engine_type(tessdata, settings.languages, settings.psm, settings.timeout_ms)
+    engines: dict[str, type[TesserocrEngine] | type[PytesseractEngine]] = {
+        "tesserocr": TesserocrEngine, "pytesseract": PytesseractEngine,
+    }
+    if settings.engine not in engines:
+        raise ValueError(f"{settings.engine!r} is not a Tesseract engine")
+    return engines[settings.engine](tessdata, settings.languages, settings.psm, settings.timeout_ms)
 
 
 def preprocess(crop: np.ndarray, settings: OcrSettings, text_height: float | None = None) -> np.ndarray:
@@ -293,9 +297,12 @@ class TesseractRecognizer:
             return Reading("failed", error=f"{type(err).__name__}: {err}")
         return classify(words, self.settings.min_confidence)
 
-    def read_batch(self, crops: Sequence[np.ndarray], charset: str = "") -> list[Reading]:
-        """Tesseract has no batched forward: one crop after the other."""
-        return [self.read(crop, None, charset) for crop in crops]
+    def read_batch(
+        self, crops: Sequence[np.ndarray], charset: str = "", text_heights: Sequence[float | None] | None = None
+    ) -> list[Reading]:
+        """Tesseract has no batched forward: one crop after the other, each with its text height."""
+        heights = text_heights if text_heights is not None else [None] * len(crops)
+        return [self.read(crop, height, charset) for crop, height in zip(crops, heights)]
 
     def needs_fallback(self, reading: Reading) -> bool:
         """A single-line read that found nothing or is unsure: the box may hold two lines."""
