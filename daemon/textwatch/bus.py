@@ -36,11 +36,10 @@ routing crops to it) and capped exponential reconnect backoff.
 from __future__ import annotations
 
 import os
-import signal
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -585,41 +584,3 @@ def check_curve(settings: Settings) -> None:
     """`textwatch check`: the configured key files and allow-list are usable (ConfigError otherwise)."""
     ServerCurve.from_settings(settings)
     ClientCurve.from_settings(settings)
-
-
-def stop_on_signals(stop: threading.Event) -> Callable[[], None]:
-    """SIGTERM and SIGINT set `stop` (handlers only set a flag); returns a function restoring the old handlers.
-
-    Outside the main thread signal handlers cannot be installed; the caller's
-    `stop` event is then the only way to stop, and this does nothing.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    # An ignored SIGINT stays ignored: under the supervisor, Ctrl-C reaches the whole
-    # process group and only the supervisor may decide (it stops children in stages).
-    previous = {
-        sig: signal.getsignal(sig)
-        for sig in (signal.SIGTERM, signal.SIGINT)
-        if signal.getsignal(sig) is not signal.SIG_IGN
-    }
-
-    def handle(signum: int, frame: object) -> None:
-        stop.set()
-
-    for sig in previous:
-        signal.signal(sig, handle)
-
-    def restore() -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-    return restore
-
-
-def set_process_title(title: str) -> None:
-    """Name the process in ps/top if setproctitle is installed (optional; no dependency)."""
-    try:
-        from setproctitle import setproctitle
-    except ImportError:
-        return
-    setproctitle(title)
