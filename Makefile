@@ -45,7 +45,7 @@ image: deps
 
 # Everything: tests/unit, tests/process (real processes and sockets) and tests/daemon (whole daemons).
 test: deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 # Only tests/unit: pure functions and classes in one process, no daemon, no real socket pair.
 test-fast: deps
