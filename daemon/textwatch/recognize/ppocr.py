@@ -240,7 +240,9 @@ class PaddleRecognizer:
         unsure = [(i, image) for i, image in zip(todo, upright) if self.unsure(readings[i])]
         for i, image in unsure:
             readings[i] = self.read_lines(image, charset, readings[i])
-        return [r for r in readings if r is not None]
+        done = [r for r in readings if r is not None]
+        assert len(done) == len(crops), "every crop gets a reading"  # a filter must never shorten the answer
+        return done
 
     def unsure(self, reading: Reading | None) -> bool:
         return reading is not None and reading.status != "failed" and reading.confidence < SPLIT_BELOW
