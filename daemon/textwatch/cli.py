@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["eval"].set_defaults(handler=evaluate.run)
 
     _add_train(sub)
+    from textwatch.train import teacher
+
+    teacher.add_arguments(sub.add_parser("teacher", help="label ../shared/train with PP-OCRv6's detector (training data)"))
+    sub.choices["teacher"].set_defaults(handler=teacher.run)
     return parser
 
 

@@ -36,6 +36,11 @@ class Strict(BaseModel):
 
 
 class DetectorSettings(Strict):
+    model: Literal["yolo", "ppocr"] = Field(
+        "yolo",
+        description="yolo: our YOLOv4-tiny-3l (cfg/weights below, fast); ppocr: PP-OCRv6's small DB detector "
+        "(the rapidocr wheel's model on ONNX Runtime: line ends more exact, about 3x slower on a CPU)",
+    )
     cfg: Path = Field(Path("../backup/textwatch-tiny.cfg"), description="darknet cfg of the text detector")
     weights: Path = Field(
         Path("../backup/textwatch-tiny.weights"), description="darknet weights matching cfg exactly"
@@ -58,6 +63,19 @@ class DetectorSettings(Strict):
     tile_size: int = Field(640, ge=64, le=8192, description="tile edge in frame pixels")
     tile_overlap: float = Field(0.2, ge=0.0, lt=0.9, description="fraction of a tile shared with its neighbour")
     min_box_height: int = Field(6, ge=1, description="boxes lower than this (frame pixels) are dropped")
+    threads: int = Field(
+        0, ge=0, le=256, description="ppocr: ONNX Runtime intra-op threads of the detector (0 = its default, all cores)"
+    )
+    ppocr_side: int = Field(
+        736, ge=32, le=4096,
+        description="ppocr: frames with a shorter side below this are scaled up to it (PaddleOCR's limit_side_len)",
+    )
+    ppocr_max_side: int = Field(
+        2000, ge=64, le=8192, description="ppocr: the network input's longer side never exceeds this (bounds the work)"
+    )
+    ppocr_box_score: float = Field(
+        0.5, ge=0.0, le=1.0, description="ppocr: a region's mean text probability must reach this to be a box"
+    )
 
 
 Engine = Literal["tesserocr", "pytesseract", "ppocr"]

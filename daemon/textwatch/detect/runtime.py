@@ -34,14 +34,22 @@ CUDA_BUILD_HINT = (
 
 @dataclass(frozen=True)
 class Detection:
-    """A text region in frame pixels (x2, y2 exclusive) with the detector's confidence."""
+    """A text region in frame pixels (x2, y2 exclusive) with the detector's confidence.
+
+    `text_height` is the height of the text line inside the box (the box less the
+    detector's padding): Tesseract scales crops by it. 0 means the box's own height."""
 
     box: Box
     confidence: float
+    text_height: float = 0.0
 
     @property
     def height(self) -> int:
         return self.box[3] - self.box[1]
+
+    @property
+    def line_height(self) -> float:
+        return self.text_height or float(self.height)
 
 
 @dataclass(frozen=True)
@@ -170,8 +178,25 @@ def open_net(settings: DetectorSettings, backend: str) -> tuple[DarknetModel, Ne
     return model, OpenCVNet(net, backend)
 
 
+class TextDetector(Protocol):
+    """What the detect process and the tools need of a detector, whichever model runs."""
+
+    def detect(self, frame: np.ndarray) -> list[Detection]: ...
+
+    def detect_batch(self, frames: list[np.ndarray]) -> list[list[Detection]]: ...
+
+
+def make_detector(settings: DetectorSettings) -> TextDetector:
+    """The detector `detector.model` names; only its runtime is imported (ONNX Runtime for ppocr)."""
+    if settings.model == "ppocr":
+        from textwatch.detect.dbnet import PaddleDetector
+
+        return PaddleDetector(settings)
+    return Detector(settings)
+
+
 class Detector:
-    """YOLOv4-family text detector; one per process (the network is not thread-safe)."""
+    """YOLOv4-family text detector (detector.model = "yolo"); one per process (the network is not thread-safe)."""
 
     def __init__(self, settings: DetectorSettings) -> None:
         self.settings = settings
@@ -262,5 +287,5 @@ class Detector:
                 int(min(h, np.ceil(y2 + pad_y))),
             )
             if box[2] > box[0] and box[3] > box[1]:
-                detections.append(Detection(box, float(score)))
+                detections.append(Detection(box, float(score), float(y2 - y1)))
         return detections

@@ -27,7 +27,7 @@ from textwatch.capture import CameraReader, Frame
 from textwatch.config import Settings
 from textwatch.tracking.plan import RegionPlanner
 from textwatch.detect.geometry import crop
-from textwatch.detect.runtime import Detection, Detector
+from textwatch.detect.runtime import Detection, make_detector
 from textwatch.log import get_logger
 from textwatch.metrics import rss_bytes
 from textwatch.processes import child
@@ -79,7 +79,7 @@ class DetectProcess(Process):
     def __init__(self, settings: Settings, endpoints: Endpoints, name: str, stop: threading.Event) -> None:
         super().__init__(settings, endpoints, name, stop)
         self.log = get_logger()
-        self.detector = Detector(settings.detector)
+        self.detector = make_detector(settings.detector)
         self.context = zmq.Context()
         self.push = bus.crop_pusher(self.context, endpoints, settings)
         self.pub = bus.result_publisher(self.context, endpoints.results)
@@ -148,7 +148,6 @@ class DetectProcess(Process):
         """Each region to read as a crop message; one the pool cannot take now is dropped and counted.
 
         Returns how many the pool took."""
-        pad = self.settings.detector.padding
         camera = self.cameras[frame.camera]
         sent = 0
         for index, (detection, track) in enumerate(reads):
@@ -161,7 +160,7 @@ class DetectProcess(Process):
                 regions=len(reads),
                 box=detection.box,
                 confidence=round(detection.confidence, 4),
-                text_height=detection.height / (1 + 2 * pad),
+                text_height=detection.line_height,
                 shape=tuple(pixels.shape),  # type: ignore[arg-type]
                 track=track,
                 engine=camera.ocr_engine,

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Final
 
@@ -47,10 +46,10 @@ import numpy as np
 import numpy.typing as npt
 
 from textwatch.config import OcrSettings
-from textwatch.errors import BackendUnavailable, ModelError
+from textwatch.errors import ModelError
+from textwatch.onnx import PROVIDERS, session, wheel_model
 from textwatch.recognize.reading import Reading, Word, classify, is_blank
 
-MODEL_PACKAGE: Final = "rapidocr"  # the pinned rapidocr==3.10.0 wheel, used as a data package
 MODEL_FILE: Final = "models/PP-OCRv6_rec_small.onnx"
 METADATA_DICT_KEY: Final = "character"
 INPUT_HEIGHT: Final = 48  # the PP-OCR recognizers' fixed input height
@@ -64,21 +63,12 @@ VERTICAL_RATIO: Final = 1.5  # h/w at or above which a crop is a vertical word (
 SPLIT_BELOW: Final = 90.0
 _WIDTH_STRIDE: Final = 8  # one CTC time step per 8 input columns
 _BLANK: Final = 0
-PROVIDERS: Final = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+PURPOSE: Final = "ocr.engine = 'ppocr'"
 
 
 def model_path() -> Path:
     """The rec model inside the installed rapidocr wheel; ModelError naming the file when absent."""
-    try:
-        root = resources.files(MODEL_PACKAGE)
-    except ModuleNotFoundError:
-        raise ModelError(
-            f"ocr.engine = 'ppocr' needs {MODEL_FILE} from the rapidocr==3.10.0 wheel, which is not installed"
-        ) from None
-    path = Path(str(root.joinpath(MODEL_FILE)))
-    if not path.is_file():
-        raise ModelError(f"PP-OCR recognition model not found: {path} (reinstall rapidocr==3.10.0)")
-    return path
+    return wheel_model(MODEL_FILE, PURPOSE)
 
 
 class PaddleLineReader:
@@ -90,7 +80,7 @@ class PaddleLineReader:
     """
 
     def __init__(self, path: Path, threads: int = 1, providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
-        self.session = _session(path, threads, providers)
+        self.session = session(path, threads, providers, PURPOSE)
         model_input = self.session.get_inputs()[0]
         shape = model_input.shape
         if len(shape) != 4 or shape[1] != 3 or shape[2] != INPUT_HEIGHT or isinstance(shape[3], int):
@@ -177,35 +167,6 @@ class PaddleLineReader:
         if not keep.any():
             return "", 0.0
         return "".join(self.characters[k] for k in index[keep]), float(score[keep].mean()) * 100.0
-
-
-def _session(path: Path, threads: int, providers: Sequence[str]) -> object:
-    """An InferenceSession with exactly the providers asked for; BackendUnavailable when one is missing
-    (ONNX Runtime would otherwise fall back to the CPU silently)."""
-    try:
-        import onnxruntime as ort
-    except ImportError as err:
-        raise BackendUnavailable(f"ocr.engine = 'ppocr' needs onnxruntime, which is not importable: {err}") from None
-    available = ort.get_available_providers()
-    missing = [p for p in providers if p not in available]
-    if missing:
-        raise BackendUnavailable(
-            f"ONNX Runtime here has no {', '.join(missing)} (it has {', '.join(available)}); "
-            "install onnxruntime-gpu for CUDA (pip install 'textwatch[gpu]') or set ocr.ppocr_device = \"cpu\""
-        )
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3  # errors only: the daemon owns logging
-    try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
-    except Exception as err:  # noqa: BLE001 - onnxruntime raises its own types for a corrupt or foreign file
-        raise ModelError(f"ONNX Runtime could not load {path}: {err}") from None
-    dropped = [p for p in providers if p not in session.get_providers()]
-    if dropped:
-        raise BackendUnavailable(f"ONNX Runtime could not start {', '.join(dropped)} (e.g. CUDA libraries missing)")
-    return session
 
 
 def _normalised(crop: np.ndarray, width: int) -> npt.NDArray[np.float32]:

@@ -12,12 +12,16 @@ from pathlib import Path
 from textwatch.bus import check_curve
 from textwatch.config import Settings
 from textwatch.detect.darknet import check_weights, parse_cfg
-from textwatch.detect.runtime import choose_backend, load_model
+from textwatch.detect.runtime import choose_backend, load_model, make_detector
 from textwatch.errors import ConfigError, TextwatchError
 from textwatch.recognize import check_languages, find_tessdata, make_recognizer
 
 
 def check_model(settings: Settings) -> None:
+    """The detector's model loads: the darknet pair for yolo, the wheel's ONNX file for ppocr."""
+    if settings.detector.model == "ppocr":
+        make_detector(settings.detector)
+        return
     model = parse_cfg(settings.detector.cfg)
     check_weights(model, settings.detector.weights)
     load_model(settings.detector)

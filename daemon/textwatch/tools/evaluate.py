@@ -130,6 +130,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="pipeline mode: the OCR engine (overrides ocr.engine of the config)",
     )
     parser.add_argument(
+        "--detector", choices=["yolo", "ppocr"],
+        help="pipeline mode: the text detector (overrides detector.model of the config): our YOLOv4 or PP-OCRv6's",
+    )
+    parser.add_argument(
         "--psm",
         type=int,
         choices=range(14),
@@ -149,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     if args.engine:
         settings.ocr.engine = args.engine
+    if args.detector:
+        settings.detector.model = args.detector
     psm = args.psm if args.psm is not None else (3 if args.mode == "tesseract" else settings.ocr.psm)
     settings.ocr.psm = psm
     eval_sets = [load_set(folder, args.limit) for folder in folders]

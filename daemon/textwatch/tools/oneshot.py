@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from textwatch.config import Settings
 from textwatch.detect.geometry import crop
 from textwatch.detect.merge import reading_order
-from textwatch.detect.runtime import Detection, Detector
+from textwatch.detect.runtime import Detection, make_detector
 from textwatch.errors import InputError, InputMissing
 from textwatch.recognize import Reading, make_recognizer
 
@@ -105,16 +105,15 @@ class OneShot:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.detector = Detector(settings.detector)
+        self.detector = make_detector(settings.detector)
         self.recognizer = make_recognizer(settings.ocr)
 
     def read(self, frame: np.ndarray) -> list[Region]:
         """All regions of a frame, read, in reading order (empty and failed ones included)."""
         detections = self.detector.detect(frame)
         order = reading_order([d.box for d in detections])
-        pad = self.settings.detector.padding
         return [
-            Region(d, self.recognizer.read(crop(frame, d.box), d.height / (1 + 2 * pad)))
+            Region(d, self.recognizer.read(crop(frame, d.box), d.line_height))
             for d in (detections[i] for i in order)
         ]
 

@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from textwatch.config import PROJECT_ROOT
 from textwatch.errors import InputError, InputMissing
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 ICDAR = "icdar2015_train"
 SROIE = "sroie_receipts"
 _RULE_CHARS = set("*-=._ ")
+NEW_OVERLAP = 0.1  # teacher box: at most this share of its area on annotations -> a new line
+COVERED = 0.8  # teacher box: at least this share inside annotations -> nothing new (dropped)
 
 
 class RealSettings(BaseModel):
@@ -61,6 +64,11 @@ class RealSettings(BaseModel):
     line_height_ratio: float = Field(0.5, gt=0, le=1, description="word grouping: min/max word height")
     line_overlap: float = Field(0.6, gt=0, le=1, description="word grouping: vertical overlap / smaller height")
     line_gap: float = Field(1.0, ge=0, le=5, description="word grouping: largest gap / mean height")
+    teacher_dir: Path | None = Field(
+        None,
+        description="folder of `textwatch teacher` label files (<set>.jsonl), merged with the ground truth "
+        "by realdata.merge_teacher; relative to the project root; unset = ground truth only",
+    )
     holdout_every: int = Field(
         0, ge=0, le=1000,
         description="every Nth image of each real set (manifest order) is kept out of training for the real validation; 0 = none",
@@ -167,8 +175,44 @@ def _record(folder: Path, rec: dict, s: RealSettings) -> RealImage:
     return RealImage(folder / rec["image"], int(rec["width"]), int(rec["height"]), lines, _arr(ignore))
 
 
+def read_teacher_labels(teacher_dir: Path, name: str) -> dict[str, np.ndarray]:
+    """image file name -> (N, 4) float32 teacher boxes (xyxy, exclusive), from `teacher_dir/name.jsonl`."""
+    path = teacher_dir / f"{name}.jsonl"
+    if not path.is_file():
+        raise InputMissing(f"no teacher labels for {name!r} at {path}: run `textwatch teacher --out {teacher_dir}`")
+    labels = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rec = json.loads(line)
+                labels[rec["image"]] = _arr([[float(v) for v in b[:4]] for b in rec["boxes"]])
+            except (KeyError, ValueError, TypeError) as err:
+                raise InputError(f"{path}:{n}: bad teacher record: {err}") from err
+    return labels
+
+
+def merge_teacher(image: RealImage, teacher: np.ndarray) -> RealImage:
+    """The ground truth plus what the teacher adds, by the rule in train/teacher.py's docstring:
+    annotations win; an untouched teacher box is a new line; one that overlaps annotations
+    without lying mostly inside them becomes an ignore region; the rest is dropped."""
+    known = np.concatenate([image.lines, image.ignore])
+    new, unsure = [], []
+    for box in teacher:
+        area = max(float((box[2] - box[0]) * (box[3] - box[1])), 1e-6)
+        # Share of the teacher box on annotations (overlaps between annotations counted once at most).
+        on_known = min(1.0, float(_inter(box, known).sum()) / area) if len(known) else 0.0
+        if on_known <= NEW_OVERLAP:
+            new.append(box)
+        elif on_known < COVERED:
+            unsure.append(box)
+    lines = np.concatenate([image.lines, _arr([b.tolist() for b in new])])
+    ignore = np.concatenate([image.ignore, _arr([b.tolist() for b in unsure])])
+    return RealImage(image.path, image.width, image.height, lines, ignore)
+
+
 def load_set(root: Path, name: str, s: RealSettings) -> list[RealImage]:
-    """Read `root/name/manifest.jsonl`; a missing or empty set is an error, not an empty list."""
+    """Read `root/name/manifest.jsonl`, merged with the teacher's labels when `s.teacher_dir` is set;
+    a missing or empty set is an error, not an empty list."""
     manifest = root / name / "manifest.jsonl"
     if not manifest.is_file():
         raise InputMissing(f"training set {name!r} has no manifest at {manifest}")
@@ -182,6 +226,13 @@ def load_set(root: Path, name: str, s: RealSettings) -> list[RealImage]:
                     raise InputError(f"{manifest}:{n}: bad manifest record: {err}") from err
     if not records:
         raise InputError(f"{manifest} lists no images")
+    if s.teacher_dir is not None:
+        folder = s.teacher_dir if s.teacher_dir.is_absolute() else PROJECT_ROOT / s.teacher_dir
+        labels = read_teacher_labels(folder, name)
+        missing = [r.path.name for r in records if r.path.name not in labels]
+        if missing:
+            raise InputError(f"{folder / name}.jsonl has no labels for {len(missing)} images (e.g. {missing[0]}): re-run `textwatch teacher`")
+        records = [merge_teacher(r, labels[r.path.name]) for r in records]
     return records
 
 
