@@ -63,6 +63,11 @@ class DetectorSettings(Strict):
     tile_size: int = Field(640, ge=64, le=8192, description="tile edge in frame pixels")
     tile_overlap: float = Field(0.2, ge=0.0, lt=0.9, description="fraction of a tile shared with its neighbour")
     min_box_height: int = Field(6, ge=1, description="boxes lower than this (frame pixels) are dropped")
+    refine_lines: bool = Field(
+        True,
+        description="yolo: split a box holding several text rows, and move each row's ends onto its ink "
+        "(detect/lines.py; borders and rules end a line)",
+    )
     threads: int = Field(
         0, ge=0, le=256, description="ppocr: ONNX Runtime intra-op threads of the detector (0 = its default, all cores)"
     )

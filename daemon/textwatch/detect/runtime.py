@@ -19,6 +19,7 @@ import numpy as np
 from textwatch.config import DetectorSettings
 from textwatch.detect.darknet import DarknetModel, check_weights, parse_cfg
 from textwatch.detect.geometry import Box, Letterbox, clip_boxes, letterbox, tiles
+from textwatch.detect.lines import gray_of, refine_ends, split_rows
 from textwatch.detect.merge import merge_line_fragments, nms
 from textwatch.errors import BackendUnavailable, ModelError
 from textwatch.log import get_logger
@@ -270,10 +271,13 @@ class Detector:
         return np.concatenate([boxes, scores[:, None].astype(np.float32)], axis=1)
 
     def _finish(self, candidates: np.ndarray, frame: np.ndarray) -> list[Detection]:
-        """NMS over all views, merge fragments of one line, pad, clip, drop tiny boxes."""
+        """NMS over all views, merge fragments of one line, one row per box with its ends on the
+        ink (detect/lines.py), pad, clip, drop tiny boxes."""
         h, w = frame.shape[:2]
         kept = nms(candidates, self.settings.nms)
         merged = merge_line_fragments(kept)
+        if self.settings.refine_lines:
+            merged = self._rows(merged, frame)
         detections = []
         for x1, y1, x2, y2, score in merged:
             if y2 - y1 < self.settings.min_box_height:
@@ -289,3 +293,16 @@ class Detector:
             if box[2] > box[0] and box[3] > box[1]:
                 detections.append(Detection(box, float(score), float(y2 - y1)))
         return detections
+
+    def _rows(self, merged: np.ndarray, frame: np.ndarray) -> np.ndarray:
+        """Each merged box split into its text rows, each row's ends moved onto its ink; rows
+        that now overlap on one line (a split row and a box the detector also gave) are merged."""
+        gray = gray_of(frame)
+        fh, fw = gray.shape[:2]
+        out = []
+        for x1, y1, x2, y2, score in merged:
+            box = (max(0, int(x1)), max(0, int(y1)), min(fw, int(np.ceil(x2))), min(fh, int(np.ceil(y2))))
+            if box[2] - box[0] < 2 or box[3] - box[1] < 2:
+                continue
+            out += [[*refine_ends(gray, row), score] for row in split_rows(gray, box)]
+        return merge_line_fragments(np.asarray(out, np.float32).reshape(-1, 5))

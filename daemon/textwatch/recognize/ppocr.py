@@ -46,6 +46,7 @@ import numpy as np
 import numpy.typing as npt
 
 from textwatch.config import OcrSettings
+from textwatch.detect.lines import split_lines
 from textwatch.errors import ModelError
 from textwatch.onnx import PROVIDERS, session, wheel_model
 from textwatch.recognize.reading import Reading, Word, classify, is_blank
@@ -241,101 +242,3 @@ def _upright(crop: np.ndarray) -> np.ndarray:
     """A crop much taller than wide holds a vertical word: turn it 90 degrees counter-clockwise."""
     h, w = crop.shape[:2]
     return cv2.rotate(crop, cv2.ROTATE_90_COUNTERCLOCKWISE) if h >= VERTICAL_RATIO * w else crop
-
-
-# ---------------------------------------------------------------- lines
-
-
-def split_lines(
-    gray_crop: npt.NDArray[np.uint8],
-    *,
-    gap_ratio: float = 0.05,
-    thin_ratio: float = 0.3,
-    pad_ratio: float = 0.25,
-    min_line_aspect: float = 2.0,
-) -> list[tuple[int, int]]:
-    """Split a crop holding stacked text lines into row ranges ``[(y1, y2), ...]``.
-
-    Takes a grey (or BGR) uint8 crop.  ``y2`` is exclusive.  A crop judged
-    to hold one line yields
-    ``[(0, height)]``, so callers can always loop over the result.
-
-    Rule (horizontal projection profile of ink):
-
-    1. Binarise with Otsu.  Polarity: ink is the class *not* held by the
-       majority of the 1-px border; if the border is split 40-60 %, ink is the
-       minority class of the whole crop.
-    2. ``profile[y]`` = ink pixels in row ``y``.  A row is empty when
-       ``profile[y] <= gap_ratio * max(profile)``; bands are maximal runs of
-       non-empty rows.
-    3. Bands thinner than ``thin_ratio`` times the *tallest* band (i-dots,
-       accents, underlines, plate-frame edges, cut-off neighbours, noise) are
-       merged into the nearer neighbouring band (smaller gap; the upper one
-       on a tie), one at a time, thinnest first, until none is left.  The
-       tallest band is the reference rather than the median because with two
-       bands the median is their mean: a 4-px frame edge above a 22-px line
-       is 31 % of that mean and would survive as a "line".
-    4. Fewer than two bands left: one line, ``[(0, height)]``.
-    5. Vertical-word guard: if the median band height exceeds
-       ``width / min_line_aspect``, the "lines" are too narrow to be text
-       lines (they are the letters of a word written top-to-bottom, or a
-       rotated word): one line, ``[(0, height)]``.
-    6. Each band is padded by ``pad_ratio`` of its height on both sides,
-       clipped to the crop and to the middle of the gap to its neighbours,
-       so neighbouring ranges never overlap.
-
-    Why a projection profile and not a detector: crops come from a detector
-    or a fixed ROI already; the failure to fix is two lines in one box, and
-    lines there are horizontal, so a profile is cheap and sufficient.
-    """
-    gray = cv2.cvtColor(gray_crop, cv2.COLOR_BGR2GRAY) if gray_crop.ndim == 3 else gray_crop
-    h, w = gray.shape[:2]
-    whole = [(0, h)]
-    if h < 8 or w < 4:
-        return whole
-
-    _, binary = cv2.threshold(gray, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    light: npt.NDArray[np.bool_] = np.asarray(binary, dtype=bool)
-    border = np.concatenate([light[0, :], light[-1, :], light[:, 0], light[:, -1]])
-    light_border = float(border.mean())
-    # Background = the border's majority class; on a split border, the crop's majority.
-    ink_is_dark = bool(light.mean() >= 0.5) if 0.4 <= light_border <= 0.6 else light_border > 0.5
-    ink = ~light if ink_is_dark else light
-
-    profile = ink.sum(axis=1)
-    if profile.max() == 0:
-        return whole
-    rows = profile > gap_ratio * profile.max()
-    bands: list[list[int]] = []
-    for y, on in enumerate(rows):
-        if on and bands and bands[-1][1] == y:
-            bands[-1][1] = y + 1
-        elif on:
-            bands.append([y, y + 1])
-
-    while len(bands) > 1:
-        heights = [b - a for a, b in bands]
-        tallest = max(heights)
-        thin = [i for i, hh in enumerate(heights) if hh < thin_ratio * tallest]
-        if not thin:
-            break
-        i = min(thin, key=lambda k: heights[k])
-        gap_up = bands[i][0] - bands[i - 1][1] if i > 0 else math.inf
-        gap_down = bands[i + 1][0] - bands[i][1] if i + 1 < len(bands) else math.inf
-        j = i - 1 if gap_up <= gap_down else i + 1
-        lo, hi = min(i, j), max(i, j)
-        bands[lo] = [bands[lo][0], bands[hi][1]]
-        del bands[hi]
-
-    if len(bands) < 2:
-        return whole
-    if float(np.median([b - a for a, b in bands])) * min_line_aspect > w:
-        return whole
-
-    out: list[tuple[int, int]] = []
-    for k, (a, b) in enumerate(bands):
-        pad = round(pad_ratio * (b - a))
-        top = 0 if k == 0 else (bands[k - 1][1] + a) // 2
-        bottom = h if k == len(bands) - 1 else (b + bands[k + 1][0]) // 2
-        out.append((max(top, a - pad), min(bottom, b + pad)))
-    return out

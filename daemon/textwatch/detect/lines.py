@@ -1,0 +1,271 @@
+"""Line geometry on the frame: one text row per box, box ends on the ink.
+
+A YOLOv4 box is a guess at a line's extent from a 416 px view of the frame:
+its ends are its least certain part (a start cut off: "ag room B"), two rows
+of a page can come out as one box, and a window border beside a line becomes
+a "letter" at its end. These functions look at the frame's pixels inside and
+around each box, after the detector and before padding:
+
+* `split_rows`: a box holding two or more text rows is cut by the
+  horizontal projection of its ink (`split_lines`, also used by the PP-OCR
+  recognizer on a crop it reads unsure);
+* `refine_ends`: each row's left and right ends move to where its ink ends,
+  looking up to `REACH` line heights beyond the box; gaps narrower than
+  `MAX_GAP` line heights (word spaces) join ink into one line, wider ones
+  and vertical rules (strokes that run on above and below the row: window
+  frames, table rules) end it.
+
+Both only ever act on clear evidence: a band without a clear background
+(textured scenes, where Otsu's threshold finds no text/background split) is
+left as the detector gave it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from textwatch.detect.geometry import Box
+
+REACH = 1.5  # how far beyond a box's end its line may continue, in line heights
+MAX_GAP = 0.9  # an empty run of columns this wide (line heights) ends a line; word spaces are ~0.3-0.6
+ROUNDS = 4  # a line may be followed this many REACHes beyond the detector's box
+SHRINK = 1.0  # the most an end may move inwards, in line heights (faint ink the threshold missed)
+RULE_REACH = 0.4  # a stroke that runs this far (line heights) above and below the row is a rule, not a glyph
+SOLID = 0.35  # a run of full-height "ink" columns wider than this (line heights) is a surface, not text
+MIN_BACKGROUND = 0.15  # a band needs at least this share of empty columns to be refined at all
+CORE = 0.2  # the top and bottom share of a row left out of its column profile (neighbours' ascenders)
+
+
+def ink_mask(gray: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
+    """Ink pixels of a grey image by its own Otsu threshold and polarity (`ink_rule`)."""
+    threshold, ink_is_dark = ink_rule(gray)
+    return gray <= threshold if ink_is_dark else gray > threshold
+
+
+def ink_rule(gray: npt.NDArray[np.uint8]) -> tuple[float, bool]:
+    """(Otsu's threshold, whether ink is the dark class) of a grey image. Polarity: ink is the
+    class *not* held by the majority of the 1-px border; on a border split 40-60 %, ink is the
+    minority class of the image (light text on dark and dark on light both work)."""
+    threshold, binary = cv2.threshold(gray, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    light: npt.NDArray[np.bool_] = np.asarray(binary, dtype=bool)
+    border = np.concatenate([light[0, :], light[-1, :], light[:, 0], light[:, -1]])
+    light_border = float(border.mean())
+    ink_is_dark = bool(light.mean() >= 0.5) if 0.4 <= light_border <= 0.6 else light_border > 0.5
+    return float(threshold), ink_is_dark
+
+
+def gray_of(frame: np.ndarray) -> npt.NDArray[np.uint8]:
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
+
+
+def split_rows(gray: npt.NDArray[np.uint8], box: Box) -> list[Box]:
+    """A box holding several text rows as one box per row (`split_lines` on its pixels); a
+    one-row box comes back as it is."""
+    x1, y1, x2, y2 = box
+    bands = split_lines(gray[y1:y2, x1:x2])
+    if len(bands) < 2:
+        return [box]
+    return [(x1, y1 + a + top, x2, y1 + a + bottom) for a, b in bands for top, bottom in [_inked(gray[y1 + a : y1 + b, x1:x2])]]
+
+
+def _inked(part: npt.NDArray[np.uint8]) -> tuple[int, int]:
+    """(first, last + 1) row of a row band holding any ink: the band less split_lines' padding,
+    with the descenders and accents the padding was there to keep."""
+    rows = np.flatnonzero(ink_mask(part).any(axis=1))
+    return (int(rows[0]), int(rows[-1]) + 1) if len(rows) else (0, part.shape[0])
+
+
+def refine_ends(gray: npt.NDArray[np.uint8], box: Box) -> Box:
+    """The box with its left and right ends on its line's ink (the module docstring's rule); a line
+    that runs on past REACH is followed up to ROUNDS times as far."""
+    for _ in range(ROUNDS):
+        moved = refine_once(gray, box)
+        if moved == box:
+            break
+        box = moved
+    return box
+
+
+def refine_once(gray: npt.NDArray[np.uint8], box: Box) -> Box:
+    """One look up to REACH line heights beyond each end of the box."""
+    x1, y1, x2, y2 = box
+    h = y2 - y1
+    fh, fw = gray.shape[:2]
+    if h < 6 or x2 - x1 < 2:
+        return box
+    reach = math.ceil(REACH * h)
+    bx1, bx2 = max(0, x1 - reach), min(fw, x2 + reach)
+    # Threshold and polarity from the box itself (its text on its own background), applied
+    # to the band around it: light text on a dark plate on a light page stays light text.
+    threshold, ink_is_dark = ink_rule(gray[y1:y2, x1:x2])
+    band = gray[y1:y2, bx1:bx2]
+    ink = band <= threshold if ink_is_dark else band > threshold
+    core = ink[int(CORE * h) : h - int(CORE * h)]
+    columns = core.any(axis=0)
+    if 1.0 - float(columns.mean()) < MIN_BACKGROUND:
+        return box  # no clear background: nothing to measure the ends against
+    rules = vertical_rules(gray, (bx1, y1, bx2, y2), ink, (threshold, ink_is_dark)) | solid_runs(ink, h)
+    columns &= ~rules
+    left, right = _ink_extent(columns, rules, x1 - bx1, x2 - bx1, h)
+    if left is None or right is None:
+        return box
+    shrink = int(SHRINK * h)
+    start, end = bx1 + left, bx1 + right
+    new_x1 = max(start, x1 - reach) if start < x1 else min(start, x1 + shrink)
+    new_x2 = min(end, x2 + reach) if end > x2 else max(end, x2 - shrink)
+    return (new_x1, y1, new_x2, y2) if new_x2 - new_x1 >= 2 else box
+
+
+def vertical_rules(
+    gray: npt.NDArray[np.uint8], band: Box, ink: npt.NDArray[np.bool_], rule: tuple[float, bool]
+) -> npt.NDArray[np.bool_]:
+    """Columns of the band holding a stroke through the whole row that also runs on RULE_REACH
+    line heights above and below it: a frame, a table rule, a separator; never a glyph."""
+    bx1, y1, bx2, y2 = band
+    h = y2 - y1
+    through = ink.mean(axis=0) >= 0.9
+    if not through.any():
+        return through
+    ext = math.ceil(RULE_REACH * h)
+    top, bottom = max(0, y1 - ext), min(gray.shape[0], y2 + ext)
+    if y1 - top < ext or bottom - y2 < ext:
+        return np.zeros_like(through)  # at the frame's edge: cannot tell
+    threshold, ink_is_dark = rule
+    tall_gray = gray[top:bottom, bx1:bx2]
+    tall = tall_gray <= threshold if ink_is_dark else tall_gray > threshold
+    above = tall[: y1 - top].mean(axis=0) >= 0.9
+    below = tall[y2 - top :].mean(axis=0) >= 0.9
+    return through & above & below
+
+
+def solid_runs(ink: npt.NDArray[np.bool_], h: int) -> npt.NDArray[np.bool_]:
+    """Columns inside runs of "ink" from top to bottom of the row wider than SOLID x h: no glyph
+    is that wide and solid, so it is a surface of the text's colour (the page around a dark
+    subtitle plate, a filled bar), which ends the line like a rule."""
+    full = ink.mean(axis=0) >= 0.95
+    out = np.zeros_like(full)
+    start = None
+    for x, on in enumerate([*full.tolist(), False]):
+        if on and start is None:
+            start = x
+        elif not on and start is not None:
+            if x - start > SOLID * h:
+                out[start:x] = True
+            start = None
+    return out
+
+
+def _ink_extent(
+    columns: npt.NDArray[np.bool_], rules: npt.NDArray[np.bool_], x1: int, x2: int, h: int
+) -> tuple[int | None, int | None]:
+    """(first, last + 1) column of the ink clusters that overlap [x1, x2): runs of ink joined
+    across gaps narrower than MAX_GAP x h, never across a rule."""
+    max_gap = MAX_GAP * h
+    clusters: list[list[int]] = []
+    last_ink = None
+    for x in np.flatnonzero(columns | rules):
+        if rules[x]:
+            last_ink = None  # a rule ends the cluster before it
+            continue
+        if last_ink is not None and x - last_ink <= max_gap and clusters:
+            clusters[-1][1] = int(x) + 1
+        else:
+            clusters.append([int(x), int(x) + 1])
+        last_ink = int(x)
+    kept = [c for c in clusters if min(c[1], x2) - max(c[0], x1) > 0]
+    if not kept:
+        return None, None
+    return min(c[0] for c in kept), max(c[1] for c in kept)
+
+
+def split_lines(
+    gray_crop: npt.NDArray[np.uint8],
+    *,
+    gap_ratio: float = 0.05,
+    thin_ratio: float = 0.3,
+    pad_ratio: float = 0.25,
+    min_line_aspect: float = 2.0,
+) -> list[tuple[int, int]]:
+    """Split a crop holding stacked text lines into row ranges ``[(y1, y2), ...]``.
+
+    Takes a grey (or BGR) uint8 crop.  ``y2`` is exclusive.  A crop judged
+    to hold one line yields
+    ``[(0, height)]``, so callers can always loop over the result.
+
+    Rule (horizontal projection profile of ink):
+
+    1. Binarise with Otsu.  Polarity: ink is the class *not* held by the
+       majority of the 1-px border; if the border is split 40-60 %, ink is the
+       minority class of the whole crop.
+    2. ``profile[y]`` = ink pixels in row ``y``.  A row is empty when
+       ``profile[y] <= gap_ratio * max(profile)``; bands are maximal runs of
+       non-empty rows.
+    3. Bands thinner than ``thin_ratio`` times the *tallest* band (i-dots,
+       accents, underlines, plate-frame edges, cut-off neighbours, noise) are
+       merged into the nearer neighbouring band (smaller gap; the upper one
+       on a tie), one at a time, thinnest first, until none is left.  The
+       tallest band is the reference rather than the median because with two
+       bands the median is their mean: a 4-px frame edge above a 22-px line
+       is 31 % of that mean and would survive as a "line".
+    4. Fewer than two bands left: one line, ``[(0, height)]``.
+    5. Vertical-word guard: if the median band height exceeds
+       ``width / min_line_aspect``, the "lines" are too narrow to be text
+       lines (they are the letters of a word written top-to-bottom, or a
+       rotated word): one line, ``[(0, height)]``.
+    6. Each band is padded by ``pad_ratio`` of its height on both sides,
+       clipped to the crop and to the middle of the gap to its neighbours,
+       so neighbouring ranges never overlap.
+
+    Why a projection profile and not a detector: crops come from a detector
+    or a fixed ROI already; the failure to fix is two lines in one box, and
+    lines there are horizontal, so a profile is cheap and sufficient.
+    """
+    gray = cv2.cvtColor(gray_crop, cv2.COLOR_BGR2GRAY) if gray_crop.ndim == 3 else gray_crop
+    h, w = gray.shape[:2]
+    whole = [(0, h)]
+    if h < 8 or w < 4:
+        return whole
+
+    ink = ink_mask(gray)
+
+    profile = ink.sum(axis=1)
+    if profile.max() == 0:
+        return whole
+    rows = profile > gap_ratio * profile.max()
+    bands: list[list[int]] = []
+    for y, on in enumerate(rows):
+        if on and bands and bands[-1][1] == y:
+            bands[-1][1] = y + 1
+        elif on:
+            bands.append([y, y + 1])
+
+    while len(bands) > 1:
+        heights = [b - a for a, b in bands]
+        tallest = max(heights)
+        thin = [i for i, hh in enumerate(heights) if hh < thin_ratio * tallest]
+        if not thin:
+            break
+        i = min(thin, key=lambda k: heights[k])
+        gap_up = bands[i][0] - bands[i - 1][1] if i > 0 else math.inf
+        gap_down = bands[i + 1][0] - bands[i][1] if i + 1 < len(bands) else math.inf
+        j = i - 1 if gap_up <= gap_down else i + 1
+        lo, hi = min(i, j), max(i, j)
+        bands[lo] = [bands[lo][0], bands[hi][1]]
+        del bands[hi]
+
+    if len(bands) < 2:
+        return whole
+    if float(np.median([b - a for a, b in bands])) * min_line_aspect > w:
+        return whole
+
+    out: list[tuple[int, int]] = []
+    for k, (a, b) in enumerate(bands):
+        pad = round(pad_ratio * (b - a))
+        top = 0 if k == 0 else (bands[k - 1][1] + a) // 2
+        bottom = h if k == len(bands) - 1 else (b + bands[k + 1][0]) // 2
+        out.append((max(top, a - pad), min(bottom, b + pad)))
+    return out
