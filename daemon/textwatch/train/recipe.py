@@ -40,7 +40,7 @@ class TrainSection(_Strict):
     sizes: list[int] = Field([416], min_length=1, description="multi-scale: square net sizes, multiples of 32")
     scale_every: int = Field(10, ge=1, description="steps between draws of a new net size")
     ema_decay: float = Field(0.9995, ge=0, lt=1, description="EMA of weights, ramped in over ~2000 steps")
-    amp: bool = Field(True, description="bf16 autocast; CUDA only, ignored on CPU")
+    amp: bool = Field(True, description="bf16 autocast on CUDA and on CPUs with amx_bf16/avx512_bf16; ignored elsewhere")
     workers: int = Field(1, ge=0, le=64, description="DataLoader worker processes (0: in-process)")
     checkpoint_every: int = Field(500, ge=1)
     log_every: int = Field(10, ge=1)

@@ -660,6 +660,18 @@ def train_loop(
         _after_step(state, recipe, val, device, progress, out, loss, parts, size, images)
 
 
+def bf16_fast(device_type: str) -> bool:
+    """bf16 autocast pays on CUDA and on CPUs with bf16 matrix units (Intel AMX, AVX512-BF16:
+    `lscpu` flags amx_bf16 / avx512_bf16); elsewhere the CPU emulates it, slower than fp32."""
+    if device_type == "cuda":
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
 def train_step(
     state: State, batch: Batch, size: int, weights: LossWeights, cfg: TrainSection, device: torch.device
 ) -> tuple[float, dict[str, float]]:
@@ -670,7 +682,7 @@ def train_step(
     if x.shape[-1] != size or x.shape[-2] != size:
         x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     targets = batch.targets.to(device)
-    amp = cfg.amp and device.type == "cuda"
+    amp = cfg.amp and bf16_fast(device.type)
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
         raw = state.net(x)
     loss, parts = yolo_loss([r.float() for r in raw], targets, state.net.heads, size, size, weights)
