@@ -11,6 +11,7 @@ SHARED := ../shared
 # the project's machines' disk, an unpinned one would download a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
+# chromium + chromium-driver: the browser test of `textwatch view` (tests/daemon/test_view.py).
 APT_PACKAGES := tesseract-ocr tesseract-ocr-eng ffmpeg \
 	fonts-dejavu-core fonts-dejavu-extra fonts-liberation fonts-freefont-ttf fonts-urw-base35 \
 	fonts-crosextra-carlito fonts-crosextra-caladea fonts-roboto fonts-open-sans fonts-lato \

@@ -276,6 +276,8 @@ def serve(settings: Settings, listen: str, endpoint: str, curve: bus.ClientCurve
 
 def run_view(args: Any) -> int:
     """`textwatch view`: check the listen address and token rule, then serve until Ctrl-C."""
+    from pydantic import ValidationError
+
     from textwatch.config import ViewSettings, load_settings
     from textwatch.errors import ConfigError, ExitCode
 
@@ -283,8 +285,7 @@ def run_view(args: Any) -> int:
     listen = args.listen or settings.view.listen
     try:
         ViewSettings(listen=listen, token=settings.view.token, max_range_days=settings.view.max_range_days)
-    except ValueError as err:  # pydantic's ValidationError is a ValueError
-        message = str(err).splitlines()[-1].strip().removeprefix("Value error, ").split(" [type=")[0]
-        raise ConfigError(f"--listen {listen}: {message}") from None
+    except ValidationError as err:
+        raise ConfigError(f"--listen {listen}: {err.errors()[0]['msg'].removeprefix('Value error, ')}") from None
     serve(settings, listen, args.endpoint or settings.bus.publish, bus.ClientCurve.from_settings(settings))
     return int(ExitCode.OK)
