@@ -11,13 +11,14 @@ SHARED := ../shared
 # the project's machines' disk, an unpinned one would download a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
+# chromium + chromium-driver: the browser test of `textwatch view` (tests/daemon/test_view.py).
 APT_PACKAGES := tesseract-ocr tesseract-ocr-eng ffmpeg \
 	fonts-dejavu-core fonts-dejavu-extra fonts-liberation fonts-freefont-ttf fonts-urw-base35 \
 	fonts-crosextra-carlito fonts-crosextra-caladea fonts-roboto fonts-open-sans fonts-lato \
 	fonts-inconsolata fonts-cantarell fonts-noto-mono \
 	python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-tools gstreamer1.0-libav \
 	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly \
-	systemd
+	systemd chromium chromium-driver
 
 .PHONY: run image test test-fast deps apt config clean
 

@@ -99,12 +99,33 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_arguments(sub.add_parser("eval", help="score accuracy and speed on eval sets (shared/eval)"))
     sub.choices["eval"].set_defaults(handler=evaluate.run)
 
+    _add_view_and_history(sub)
     _add_train(sub)
     from textwatch.train import teacher
 
     teacher.add_arguments(sub.add_parser("teacher", help="label ../shared/train with PP-OCRv6's detector (training data)"))
     sub.choices["teacher"].set_defaults(handler=teacher.run)
     return parser
+
+
+def _add_view_and_history(sub: argparse._SubParsersAction) -> None:
+    """`textwatch view` (aiohttp, imported only when it runs) and `textwatch history`."""
+    from textwatch.tools.history import add_history_arguments, run_history
+
+    view = sub.add_parser("view", help="the web page: live frames, tracks, status and history search")
+    view.add_argument("-c", "--config", help="the daemon's config file (default: built-in defaults)")
+    view.add_argument("--listen", help="HOST:PORT to serve on (default: view.listen, 127.0.0.1:8088)")
+    view.add_argument("--endpoint", help="the daemon's publish endpoint (default: bus.publish of the config)")
+    view.set_defaults(handler=_run_view)
+    history = sub.add_parser("history", help="search and export the history of texts read")
+    add_history_arguments(history)
+    history.set_defaults(handler=run_history)
+
+
+def _run_view(args: argparse.Namespace) -> int:
+    from textwatch.view.server import run_view
+
+    return run_view(args)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:

@@ -373,6 +373,62 @@ class ImageSettings(Strict):
     )
 
 
+# ------------------------------------------------ pictures, history and the web view (issue 18)
+
+
+class MediaSettings(Strict):
+    snapshot_fps: float = Field(
+        2.0, ge=0.0, le=30.0,
+        description="per camera, at most this many newest frames/s (JPEG) on snapshot.<camera> for the live view; 0 = none",
+    )
+    snapshot_width: int = Field(960, ge=64, le=4096, description="snapshots wider than this are scaled down to it")
+    crop_fps: float = Field(
+        10.0, ge=0.0, le=100.0,
+        description="per camera, at most this many crop pictures/s (JPEG) of tracked regions on crop.<camera>; 0 = none",
+    )
+    jpeg_quality: int = Field(80, ge=10, le=100, description="JPEG quality of snapshots and crop pictures")
+
+
+class HistorySettings(Strict):
+    enabled: bool = Field(True, description="run the history store: every consolidated track, with its crop, into SQLite")
+    database: Path | None = Field(
+        None, description="the SQLite file; unset = $STATE_DIRECTORY/history.sqlite3 (systemd), else ~/.local/state/textwatch/"
+    )
+    retention_days: float = Field(30.0, ge=0.0, le=36_500.0, description="tracks last seen longer ago are deleted; 0 = kept for ever")
+    retention_mb: float = Field(
+        1024.0, ge=0.0, le=10_000_000.0, description="beyond this many MB in use the oldest tracks are deleted; 0 = no limit"
+    )
+    max_pending_crops: int = Field(
+        1000, ge=1, le=100_000, description="crop pictures held for tracks that have no text yet; beyond, the oldest is dropped"
+    )
+
+
+class ViewSettings(Strict):
+    listen: str = Field(
+        "127.0.0.1:8088", description="HOST:PORT of `textwatch view`; beyond loopback needs token"
+    )
+    token: str = Field(
+        "", max_length=256,
+        description="secret a browser or script must present (?token=, a cookie, or Authorization: Bearer); required beyond loopback",
+    )
+    max_range_days: float = Field(366.0, gt=0.0, le=36_500.0, description="longest time range one history query may ask for")
+
+    @field_validator("listen")
+    @classmethod
+    def _view_host_and_port(cls, value: str) -> str:
+        split_listen(value)
+        return value
+
+    @model_validator(mode="after")
+    def _token_beyond_loopback(self) -> ViewSettings:
+        if binds_beyond_loopback(f"tcp://{self.listen}") and len(self.token) < 16:
+            raise ValueError(f"view.listen {self.listen} is beyond loopback: set view.token (at least 16 characters)")
+        return self
+
+    def address(self) -> tuple[str, int]:
+        return split_listen(self.listen)
+
+
 class Settings(Strict):
     """All of textwatch's settings; one object is passed around, not loose values."""
 
@@ -389,6 +445,9 @@ class Settings(Strict):
     consolidation: ConsolidationSettings = Field(default_factory=ConsolidationSettings)
     bus: BusSettings = Field(default_factory=BusSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    media: MediaSettings = Field(default_factory=MediaSettings)
+    history: HistorySettings = Field(default_factory=HistorySettings)
+    view: ViewSettings = Field(default_factory=ViewSettings)
     source: Path | None = Field(None, exclude=True, description="file this was loaded from, if any")
 
     @model_validator(mode="after")
@@ -422,6 +481,8 @@ class Settings(Strict):
         if self.ocr.tessdata is not None:
             self.ocr.tessdata = _absolute(self.ocr.tessdata, base)
         self.bus.resolve_paths(base)
+        if self.history.database is not None:
+            self.history.database = _absolute(self.history.database, base)
         cameras_base = base if "cameras" in self.model_fields_set else DEFAULT_CONFIG.parent
         for camera in self.cameras:
             camera.url = resolve_source(camera.url, _base_for(camera, "url", cameras_base))
@@ -527,6 +588,7 @@ _EXAMPLES = {
     "curve_client_secret_key": '"/etc/textwatch/keys/worker1.key_secret"',
     "curve_server_key": '"/etc/textwatch/keys/daemon.key"',
     "ocr_engine": '"ppocr"',
+    "database": '"/var/lib/textwatch/history.sqlite3"',
 }
 
 

@@ -143,6 +143,12 @@ class Exporter:
             "regions_missing", "Regions of published frames never read (lost with a worker, or past the deadline)", "process"
         )
         self.frames_pending = gauge("frames_pending", "Frames being collected by the aggregator", "process")
+        # history store
+        self.history_tracks = counter("history_tracks_written", "Track events written to the history database", "process")
+        self.history_crops = counter(
+            "history_crops", "Crop pictures stored with their track, or dropped (no text, too many pending)", "process", "outcome"
+        )
+        self.history_deleted = counter("history_deleted", "Tracks deleted by retention, by reason (age, size)", "process", "reason")
         # every process
         self.resident_memory = gauge("process_resident_memory_bytes", "Resident memory of the process", "process")
         self.start_time = gauge("process_start_time_seconds", "When the process started, UNIX seconds", "process")
@@ -174,6 +180,14 @@ class Exporter:
                 ("frames_duplicates", self.regions_ignored, ("duplicate",), 1.0),
                 ("frames_late", self.regions_ignored, ("late",), 1.0),
                 ("regions_missing", self.regions_missing, (), 1.0),
+            ],
+            "history": [
+                ("tracks_written", self.history_tracks, (), 1.0),
+                ("crops_written", self.history_crops, ("written",), 1.0),
+                ("crops_dropped", self.history_crops, ("dropped",), 1.0),
+                ("deleted_age", self.history_deleted, ("age",), 1.0),
+                ("deleted_size", self.history_deleted, ("size",), 1.0),
+                ("rejected", self.messages_rejected, (), 1.0),
             ],
         }
         self._camera_counters = {

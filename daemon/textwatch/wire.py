@@ -18,6 +18,10 @@ Published (workers/detect/aggregator PUB -> XSUB/XPUB proxy -> subscribers):
                     WorkerStats or PublisherStats by its "role"; cumulative
                     since the process `started` (a restart starts them again)
     track.<camera>  a tracked region appeared, its consolidated text changed, or it is gone
+    snapshot.<camera>  [topic, JSON header, JPEG]: the newest frame and its boxes, at most
+                    media.snapshot_fps per camera (the live view)
+    crop.<camera>   [topic, JSON header, JPEG]: the crop of a tracked region sent to OCR, at
+                    most media.crop_fps per camera (the history's picture of each track)
 
 Internal (detect -> publisher only, never forwarded to subscribers):
     _track.<camera> TrackNotice: a track appeared or is gone, from the tracker;
@@ -53,6 +57,10 @@ TOPIC_TEXT, TOPIC_FRAME, TOPIC_EVENT, TOPIC_STATS = "text", "frame", "event", "s
 TOPIC_TRACK = "track"
 TOPIC_TRACK_NOTICE = "_track"  # internal: the publisher consumes it
 TOPIC_FRAME_NOTICE = "_frame"  # internal: the publisher consumes it
+TOPIC_SNAPSHOT, TOPIC_CROP = "snapshot", "crop"  # media: [topic, JSON header, JPEG]
+MEDIA_TOPICS = (TOPIC_SNAPSHOT, TOPIC_CROP)
+MAX_JPEG_BYTES = 4 * 1024 * 1024  # a media message's picture; bus.MAX_RESULT_BYTES bounds the whole message too
+MAX_MEDIA_BOXES = 256  # boxes a snapshot header lists (more are left out by the sender)
 
 
 class WireError(ValueError):
@@ -294,7 +302,27 @@ class PublisherStats:
     v: int = SCHEMA_VERSION
 
 
-Stats = DetectStats | WorkerStats | PublisherStats
+@dataclass(frozen=True)
+class HistoryStats:
+    """stats from the history store (processes/history.py)."""
+
+    process: str
+    ts: float
+    tracks_written: int  # track events written (a track's row inserted or updated)
+    crops_written: int  # crop pictures stored with their track
+    crops_dropped: int  # crop pictures of tracks that never got a text, or beyond the pending bound
+    deleted_age: int  # tracks deleted by history.retention_days
+    deleted_size: int  # tracks deleted by history.retention_mb (oldest first)
+    rejected: int  # malformed messages
+    rows: int  # gauge: tracks in the database
+    db_bytes: int  # gauge: bytes in use in the database
+    started: float | None = None
+    rss_bytes: int | None = None
+    role: str = "history"
+    v: int = SCHEMA_VERSION
+
+
+Stats = DetectStats | WorkerStats | PublisherStats | HistoryStats
 
 
 def stats_payload(stats: Stats) -> dict[str, Any]:
@@ -323,6 +351,8 @@ def stats_from_dict(raw: dict[str, Any]) -> Stats:
             return WorkerStats(**common, **_counts_of(raw, WORKER_COUNTS), ocr_ms_total=_amount(raw, "ocr_ms_total"))
         if role == "publisher":
             return PublisherStats(**common, **_counts_of(raw, PUBLISHER_COUNTS))
+        if role == "history":
+            return HistoryStats(**common, **_counts_of(raw, HISTORY_COUNTS))
     except (KeyError, TypeError) as err:
         raise WireError(f"{role} stats field missing or mistyped: {err}") from None
     raise WireError(f"stats of unknown role {role!r}")
@@ -333,6 +363,9 @@ WORKER_COUNTS = ("crops_read", "text", "empty", "failed", "timeouts", "rejected"
 PUBLISHER_COUNTS = (
     "forwarded", "rejected", "subscriptions", "frames", "frames_incomplete", "frames_evicted", "frames_duplicates",
     "frames_late", "frames_lost", "regions_missing", "frames_pending", "tracks_live",
+)
+HISTORY_COUNTS = (
+    "tracks_written", "crops_written", "crops_dropped", "deleted_age", "deleted_size", "rejected", "rows", "db_bytes",
 )
 CAMERA_COUNTS = ("frames_read", "frames_skipped", "frames_delivered", "reconnects", "stalls", "read_errors", "crops_sent")
 
@@ -427,7 +460,15 @@ def encode_published(kind: str, payload: Any, camera: str | None = None) -> list
 
 
 def decode_published(frames: list[bytes]) -> tuple[str, dict[str, Any]]:
-    """(topic, payload dict) of a published message; raise WireError if malformed."""
+    """(topic, payload dict) of a published message; raise WireError if malformed.
+
+    A media message (snapshot.<camera>, crop.<camera>) has a third frame, its JPEG:
+    it is checked and left out here, so a reader of [topic, JSON] sees its header
+    like any other payload (`decode_media` returns the picture too).
+    """
+    if len(frames) == 3:
+        name, header, _ = decode_media(frames)
+        return name, header
     if len(frames) != 2:
         raise WireError(f"published message has {len(frames)} frames, expected 2")
     try:
@@ -461,6 +502,115 @@ def text_result_from_dict(raw: dict[str, Any]) -> TextResult:
         )
     except (KeyError, TypeError) as err:
         raise WireError(f"text result field missing or mistyped: {err}") from None
+
+
+# ---------------------------------------------------------------- media: pictures for the view and the history
+
+
+@dataclass(frozen=True)
+class MediaBox:
+    """One detected region drawn on a snapshot: its box in frame pixels and its track, when known."""
+
+    box: tuple[int, int, int, int]
+    track: int | None = None
+
+
+@dataclass(frozen=True)
+class SnapshotHeader:
+    """snapshot.<camera>: the newest frame of a camera (JPEG, maybe scaled) and the boxes detected in it."""
+
+    camera: str
+    seq: int
+    ts: float
+    width: int  # frame size in pixels; boxes are in these pixels, whatever the JPEG's size
+    height: int
+    boxes: list[dict[str, Any]]  # MediaBox dicts
+    v: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class CropImageHeader:
+    """crop.<camera>: the crop of one tracked region as it was sent to OCR (JPEG)."""
+
+    camera: str
+    seq: int
+    ts: float
+    track: int
+    box: tuple[int, int, int, int]
+    v: int = SCHEMA_VERSION
+
+
+def encode_media(kind: str, header: SnapshotHeader | CropImageHeader, jpeg: bytes) -> list[bytes]:
+    """[topic, header JSON, JPEG] of a snapshot or crop picture."""
+    if kind not in MEDIA_TOPICS:
+        raise WireError(f"{kind!r} is not a media topic")
+    if len(jpeg) > MAX_JPEG_BYTES:
+        raise WireError(f"JPEG of {len(jpeg)} bytes (at most {MAX_JPEG_BYTES})")
+    return [topic(kind, header.camera).encode(), _dumps(asdict(header)), bytes(jpeg)]
+
+
+def decode_media(frames: list[bytes]) -> tuple[str, dict[str, Any], bytes]:
+    """(topic, header dict, JPEG bytes) of a media message; WireError if malformed."""
+    if len(frames) != 3:
+        raise WireError(f"media message has {len(frames)} frames, expected 3")
+    try:
+        name = bytes(frames[0]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise WireError("topic is not UTF-8") from None
+    kind = name.split(".", 1)[0]
+    if kind not in MEDIA_TOPICS:
+        raise WireError(f"three-frame message on topic {name!r}, which is not a media topic")
+    header = _loads(frames[1])
+    if header.get("v") != SCHEMA_VERSION:
+        raise WireError(f"schema version {header.get('v')!r}, expected {SCHEMA_VERSION}")
+    jpeg = bytes(frames[2])
+    if len(jpeg) > MAX_JPEG_BYTES or not jpeg.startswith(b"\xff\xd8"):
+        raise WireError(f"{kind} picture is not a JPEG of at most {MAX_JPEG_BYTES} bytes")
+    parsed = snapshot_from_dict(header) if kind == TOPIC_SNAPSHOT else crop_image_from_dict(header)
+    if name != topic(kind, parsed.camera):
+        raise WireError(f"topic {name!r} does not match camera {parsed.camera!r}")
+    return name, header, jpeg
+
+
+def snapshot_from_dict(raw: dict[str, Any]) -> SnapshotHeader:
+    try:
+        boxes = raw["boxes"]
+        if not isinstance(boxes, list) or len(boxes) > MAX_MEDIA_BOXES:
+            raise TypeError(f"boxes is not a list of at most {MAX_MEDIA_BOXES}")
+        parsed = [asdict(MediaBox(box=_ints(b, "box", 4), track=_optional(b, "track", _int))) for b in boxes
+                  if isinstance(b, dict)]
+        if len(parsed) != len(boxes):
+            raise TypeError("a box is not an object")
+        header = SnapshotHeader(camera=_str(raw, "camera"), seq=_int(raw, "seq"), ts=_float(raw, "ts"),
+                                width=_count(raw, "width"), height=_count(raw, "height"), boxes=parsed)
+    except (KeyError, TypeError) as err:
+        raise WireError(f"snapshot header field missing or mistyped: {err}") from None
+    return header
+
+
+def crop_image_from_dict(raw: dict[str, Any]) -> CropImageHeader:
+    try:
+        return CropImageHeader(camera=_str(raw, "camera"), seq=_int(raw, "seq"), ts=_float(raw, "ts"),
+                               track=_int(raw, "track"), box=_ints(raw, "box", 4))
+    except (KeyError, TypeError) as err:
+        raise WireError(f"crop picture header field missing or mistyped: {err}") from None
+
+
+def track_event_from_dict(raw: dict[str, Any]) -> TrackEvent:
+    """A track.<camera> payload, typed (the history store and the view keep them)."""
+    try:
+        event = TrackEvent(
+            camera=_str(raw, "camera"), track=_int(raw, "track"), event=_str(raw, "event"), ts=_float(raw, "ts"),
+            box=_ints(raw, "box", 4) if raw.get("box") is not None else None, text=_str(raw, "text"),
+            confidence=_float(raw, "confidence"), reads=_count(raw, "reads"), first_seq=_int(raw, "first_seq"),
+            first_ts=_float(raw, "first_ts"), last_seq=_int(raw, "last_seq"), last_ts=_float(raw, "last_ts"),
+            reason=_str(raw, "reason") if "reason" in raw else "",
+        )
+    except (KeyError, TypeError) as err:
+        raise WireError(f"track event field missing or mistyped: {err}") from None
+    if event.event not in ("appeared", "changed", "gone"):
+        raise WireError(f"track event {event.event!r}")
+    return event
 
 
 # ---------------------------------------------------------------- helpers

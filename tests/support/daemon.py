@@ -31,7 +31,7 @@ from textwatch.config import Settings, load_settings
 
 def daemon_config(
     folder: Path, url: str, *, workers: int = 1, extra: str = "", metrics_port: int | None = None,
-    shipped_detector: bool = False, default_engine: str = "tesserocr", **camera: object,
+    shipped_detector: bool = False, default_engine: str = "tesserocr", history: Path | None = None, **camera: object,
 ) -> Path:
     """A config for the whole-frame model, one camera, private ipc dir and a free TCP port.
 
@@ -41,6 +41,9 @@ def daemon_config(
     the engine itself. A camera's own engine is the camera key `ocr_engine`.
 
     `shipped_detector` uses the trained model in backup/ with its default settings instead.
+
+    `history` is the history database of a daemon that keeps one; without it [history] is off,
+    so the other daemons neither start that process nor write to the user's state folder.
 
     `extra` is appended inside [bus]. The metrics endpoint is off unless `metrics_port` is given
     (then it listens on 127.0.0.1:metrics_port), so parallel daemons never fight over 9108.
@@ -73,6 +76,9 @@ publish = "tcp://127.0.0.1:{free_port()}"
 
 [ocr]
 engine = "{default_engine}"
+
+[history]
+{f'database = "{history}"' if history else "enabled = false"}
 """
     path = folder / "textwatch.toml"
     path.write_text(text)

@@ -29,6 +29,7 @@ from textwatch.tracking.plan import RegionPlanner
 from textwatch.detect.geometry import crop
 from textwatch.detect.runtime import Detection, make_detector
 from textwatch.log import get_logger
+from textwatch.media import MediaSender
 from textwatch.metrics import rss_bytes
 from textwatch.processes import child
 from textwatch.processes.child import Process
@@ -89,6 +90,7 @@ class DetectProcess(Process):
         self.cameras = {camera.id: camera for camera in settings.cameras}
         self.stats = DetectCounters()
         self.planner = RegionPlanner(settings)
+        self.media = MediaSender(settings.media)  # snapshot.<camera> and crop.<camera> pictures (media.py)
         self.started = time.time()
         self.next_stats = time.monotonic() + settings.pipeline.stats_interval_s
         if not bus.wait_for_worker(self.push, POOL_WAIT_S, stop):
@@ -134,6 +136,7 @@ class DetectProcess(Process):
         read; the track.<camera> events carry the state.
         """
         plan = self.planner.plan(frame, detections)
+        self.publish_snapshot(frame, plan.reads)
         for notice in plan.notices:
             self._publish(encode_published(TOPIC_TRACK_NOTICE, notice, frame.camera))
         if plan.detected == 0:
@@ -171,10 +174,24 @@ class DetectProcess(Process):
                 sent += 1
                 self.stats.crops_sent += 1
                 self.stats.crops_sent_by_camera[frame.camera] += 1
+                self.publish_media(self.media.crop(frame.camera, frame.seq, frame.ts, track, detection.box, pixels))
             except zmq.Again:
                 self.stats.crops_dropped["queue_full"] += 1
                 self.planner.unsent(frame.camera, track)
         return sent
+
+    def publish_snapshot(self, frame: Frame, reads: list[tuple[Detection, int | None]]) -> None:
+        """The frame and its boxes for the live view, within media.snapshot_fps: every live track's
+        latest box with tracking, the regions to read without."""
+        if self.planner.trackers:
+            boxes = [(box, track) for (camera, track), box in self.planner.boxes.items() if camera == frame.camera]
+        else:
+            boxes = [(detection.box, track) for detection, track in reads]
+        self.publish_media(self.media.snapshot(frame.camera, frame.seq, frame.ts, frame.image, boxes))
+
+    def publish_media(self, message: list[bytes] | None) -> None:
+        if message is not None:
+            self._publish(message)
 
     def queue_event(self, event: SourceEvent) -> None:
         """Called from reader threads: never blocks; a full queue drops the event (counted)."""
@@ -205,7 +222,7 @@ class DetectProcess(Process):
             process=self.name, ts=time.time(), frames=counts.frames, batches=counts.batches,
             detect_ms_total=round(counts.detect_ms_total, 3),
             detect_ms_avg=round(counts.detect_ms_total / max(1, counts.batches), 2),
-            crops_sent=counts.crops_sent, crops_dropped=dict(counts.crops_dropped), cameras=cameras,
+            crops_sent=counts.crops_sent, crops_dropped=dict(counts.crops_dropped + self.media.dropped), cameras=cameras,
             ocr_skipped=self.planner.skipped(), regions_ignored=dict(self.planner.ignored),
             started=self.started, rss_bytes=rss_bytes(),
         )

@@ -6,6 +6,7 @@ one loop takes them off and dispatches `handle_<signal>`. Children:
     publisher      XSUB/XPUB proxy + frame aggregator (processes/publisher.py)
     ocr-N          OCR workers (processes/ocr.py), N = bus.local_workers
     detect-0       capture + detection (processes/detect.py)
+    history        the history store, when history.enabled (processes/history.py)
 
 started in that order so nothing is sent before its receiver exists. Each is
 a `child.Process`, named in PROCESS_CLASSES and started by `child.child_main`
@@ -66,12 +67,15 @@ PROCESS_CLASSES = {
     "publisher": "textwatch.processes.publisher:Publisher",
     "worker": "textwatch.processes.ocr:OcrWorker",
     "detect": "textwatch.processes.detect:DetectProcess",
+    "history": "textwatch.processes.history:HistoryProcess",
 }
 
 
 def child_specs(settings: Settings) -> list[ChildSpec]:
-    """publisher, ocr-0..N-1, detect-0: the start order (nothing is sent before its receiver exists)."""
+    """publisher, history (when enabled), ocr-0..N-1, detect-0: the start order (nothing is sent before its receiver exists)."""
     specs = [ChildSpec("publisher", "publisher")]
+    if settings.history.enabled:  # after the publisher (it subscribes there), before anything is detected
+        specs.append(ChildSpec("history", "history"))
     specs += [ChildSpec(f"ocr-{i}", "worker") for i in range(bus.local_workers(settings))]
     specs.append(ChildSpec("detect-0", "detect"))
     return specs
@@ -198,6 +202,7 @@ class Supervisor:
         self.stop_role("detect", deadline=grace)
         self.stop_role("worker", deadline=grace)
         self.stop_role("publisher", deadline=2.0)
+        self.stop_role("history", deadline=3.0)  # last: it writes the gone events the publisher flushed
         self.log.info("daemon_stopped", code=self.exit_code)
 
     def stop_role(self, role: str, deadline: float) -> None:

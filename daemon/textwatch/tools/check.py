@@ -6,6 +6,7 @@ not strings), so all of them are reported at once, one line each.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,7 +54,24 @@ def check_sources(settings: Settings) -> None:
         raise ConfigError(f"camera video file not found: {', '.join(missing)}")
 
 
-CHECKS: list[Callable[[Settings], None]] = [check_model, check_backend, check_ocr, check_sources, check_curve]
+def check_history(settings: Settings) -> None:
+    """With history.enabled, the database's folder exists and is writable (or can be made), and an
+    existing file is a file. Nothing is created here: systemd's ExecStartPre runs this."""
+    if not settings.history.enabled:
+        return
+    from textwatch.history.store import database_path
+
+    path = database_path(settings.history)
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"history database {path} is not a file")
+    folder = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
+    if folder is None or not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"history database {path}: {folder} is not a writable folder (set history.database)")
+
+
+CHECKS: list[Callable[[Settings], None]] = [
+    check_model, check_backend, check_ocr, check_sources, check_curve, check_history,
+]
 
 
 def run_checks(settings: Settings) -> list[TextwatchError]:
