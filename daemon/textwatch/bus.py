@@ -476,6 +476,9 @@ class ServerCurve:
         if b.curve_allowed_keys is None or not Path(b.curve_allowed_keys).is_dir():
             raise ConfigError(f"bus.curve_allowed_keys {b.curve_allowed_keys}: not a folder of client .key files")
         public, secret = load_secret_key(b.curve_secret_key, "bus.curve_secret_key")
+        # Regression: one unparsable .key made pyzmq's authenticator refuse every client, valid ones too.
+        for key in sorted(Path(b.curve_allowed_keys).glob("*.key")):
+            _key_file(key, "bus.curve_allowed_keys")
         return cls(public, secret, Path(b.curve_allowed_keys))
 
     def apply(self, sock: zmq.Socket) -> None:

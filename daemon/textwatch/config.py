@@ -224,6 +224,19 @@ class ConsolidationSettings(Strict):
     max_reads: int = Field(32, ge=1, le=10_000, description="best reads kept per track; the weakest is dropped beyond")
 
 
+# Network sources OpenCV's FFmpeg backend streams from; anything else with "scheme:" is a typo.
+STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):(/*)")  # two letters at least: never a drive letter
+
+
+def redact_userinfo(url: str) -> str:
+    """The URL with any user:password@ replaced (errors name the URL, never its password)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return url
+    return f"{scheme}://***@{rest.split('/', 1)[0].rpartition('@')[2]}" + ("/" + rest.split("/", 1)[1] if "/" in rest else "")
+
+
 class CameraSettings(Strict):
     id: str = Field("sample", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="camera id, used in topics and metrics")
     url: str = Field(
@@ -245,6 +258,22 @@ class CameraSettings(Strict):
     filters: FilterSettings = Field(
         default_factory=FilterSettings, description="normalisation and filters of this camera's text and boxes"
     )
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        """Regression: `ftp://...` and typos like `rtsp:/host` were taken as file names and
+        retried forever. A URL names a scheme FFmpeg streams from, followed by "//"."""
+        match = _SCHEME.match(value)
+        if match is None:
+            return value
+        scheme, slashes = match.group(1).lower(), match.group(2)
+        shown = redact_userinfo(value)
+        if scheme not in STREAM_SCHEMES:
+            raise ValueError(f"camera url {shown}: unknown scheme {scheme}:// (use {', '.join(STREAM_SCHEMES)}, a device or a file)")
+        if slashes != "//":
+            raise ValueError(f"camera url {shown}: malformed, write {scheme}://HOST/...")
+        return value
 
 
 class PipelineSettings(Strict):
@@ -294,6 +323,36 @@ class BusSettings(Strict):
         None, description="subscribe and remote worker: the daemon's CURVE public key (.key)"
     )
 
+    @field_validator("publish")
+    @classmethod
+    def _publish_endpoint(cls, value: str) -> str:
+        """Regression: `tcp://127.0.0.1:99999` passed check and ZeroMQ bound another port."""
+        if not value.startswith("ipc://"):
+            tcp_endpoint(value, "bus.publish")
+        return value
+
+    @field_validator("pool")
+    @classmethod
+    def _pool_endpoint(cls, value: str) -> str:
+        if value:
+            _, port = tcp_endpoint(value, "bus.pool")
+            if port + 1 > 65535:
+                raise ValueError(f"bus.pool {value}: results go to PORT+1, which must be at most 65535")
+        return value
+
+    @model_validator(mode="after")
+    def _pool_ports_apart_from_publish(self) -> BusSettings:
+        """Regression: pool PORT+1 equal to the publish port crash-looped the publisher 6 times
+        and exited 1 with no line naming the port."""
+        if self.pool and not self.publish.startswith("ipc://"):
+            pool_host, pool_port = tcp_endpoint(self.pool, "bus.pool")
+            host, port = tcp_endpoint(self.publish, "bus.publish")
+            if port in (pool_port, pool_port + 1) and hosts_may_clash(host, pool_host):
+                raise ValueError(
+                    f"bus.publish {self.publish} uses a port of bus.pool {self.pool} (crops on PORT, results on PORT+1)"
+                )
+        return self
+
     @model_validator(mode="after")
     def _curve_required_beyond_loopback(self) -> BusSettings:
         for key, endpoint in (("publish", self.publish), ("pool", self.pool)):
@@ -318,6 +377,26 @@ class BusSettings(Strict):
             value = getattr(self, key)
             if value is not None:
                 setattr(self, key, _absolute(value, base))
+
+
+_TCP_ENDPOINT = re.compile(r"^tcp://(\[[0-9A-Fa-f:.]+\]|[^:/\[\]]+):(\d{1,5})$")
+WILDCARD_HOSTS = {"*", "0.0.0.0", "::", "[::]"}
+
+
+def tcp_endpoint(endpoint: str, key: str) -> tuple[str, int]:
+    """(host, port) of tcp://HOST:PORT; ValueError naming `key` when malformed or the port is out of 1..65535."""
+    match = _TCP_ENDPOINT.match(endpoint)
+    if not match:
+        raise ValueError(f"{key} {endpoint!r} is not tcp://HOST:PORT (or ipc://PATH for bus.publish)")
+    port = int(match.group(2))
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{key} {endpoint}: port {port} is outside 1..65535")
+    return match.group(1).strip("[]"), port
+
+
+def hosts_may_clash(a: str, b: str) -> bool:
+    """Two binds on one port collide when the hosts are equal or either is a wildcard."""
+    return a == b or a in WILDCARD_HOSTS or b in WILDCARD_HOSTS or {a, b} <= {"localhost", "127.0.0.1"}
 
 
 def binds_beyond_loopback(endpoint: str) -> bool:
@@ -462,6 +541,23 @@ class Settings(Strict):
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
             raise ValueError(f"camera ids must be unique: {', '.join(duplicates)} repeated")
+        return self
+
+    @model_validator(mode="after")
+    def _metrics_port_apart_from_the_bus(self) -> Settings:
+        """Regression: metrics on the publish port ran the daemon without metrics, silently."""
+        if not self.metrics.enabled:
+            return self
+        host, port = self.metrics.address()
+        taken = []
+        if not self.bus.publish.startswith("ipc://"):
+            taken.append(("bus.publish", *tcp_endpoint(self.bus.publish, "bus.publish")))
+        if self.bus.pool:
+            pool_host, pool_port = tcp_endpoint(self.bus.pool, "bus.pool")
+            taken += [("bus.pool", pool_host, pool_port), ("bus.pool results (PORT+1)", pool_host, pool_port + 1)]
+        for key, other_host, other_port in taken:
+            if port == other_port and hosts_may_clash(host, other_host):
+                raise ValueError(f"metrics.listen {self.metrics.listen} uses the port of {key}")
         return self
 
     @model_validator(mode="after")

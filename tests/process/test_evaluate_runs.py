@@ -129,7 +129,7 @@ def whole_frame_config(folder: Path) -> Path:
     """A config whose detector gives one box covering the frame exactly (support/models.py)."""
     cfg, weights = whole_frame_model(folder)
     config = folder / "whole.toml"
-    config.write_text(f'[detector]\ncfg = "{cfg}"\nweights = "{weights}"\npadding = 0.0\ntiling = "off"\n')
+    config.write_text(f'[detector]\ncfg = "{cfg}"\nweights = "{weights}"\npadding = 0.0\ntiling = "off"\nrefine_lines = false\n')
     return config
 
 

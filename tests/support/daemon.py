@@ -50,7 +50,10 @@ def daemon_config(
     """
     metrics = f'enabled = true\nlisten = "127.0.0.1:{metrics_port}"' if metrics_port else "enabled = false"
     cfg, weights = whole_frame_model(folder)
-    detector = "" if shipped_detector else f'cfg = "{cfg}"\nweights = "{weights}"\npadding = 0.0\ntiling = "off"'
+    # The whole-frame model's one box is the whole frame: no line geometry (detect/lines.py) on it.
+    detector = "" if shipped_detector else (
+        f'cfg = "{cfg}"\nweights = "{weights}"\npadding = 0.0\ntiling = "off"\nrefine_lines = false'
+    )
     camera_lines = "".join(f"{k} = {json.dumps(v)}\n" for k, v in camera.items())
     text = f"""
 [detector]

@@ -7,14 +7,18 @@ not strings), so all of them are reported at once, one line each.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from textwatch.bus import check_curve
-from textwatch.config import Settings
-from textwatch.detect.darknet import check_weights, parse_cfg
+import cv2
+import numpy as np
+
+from textwatch.bus import check_curve, runtime_dir
+from textwatch.config import Settings, tcp_endpoint
+from textwatch.detect.darknet import DarknetModel, check_weights, parse_cfg
 from textwatch.detect.runtime import choose_backend, load_model, make_detector
-from textwatch.errors import ConfigError, TextwatchError
+from textwatch.errors import ConfigError, ModelError, TextwatchError
 from textwatch.recognize import check_languages, find_tessdata, make_recognizer
 
 
@@ -25,7 +29,18 @@ def check_model(settings: Settings) -> None:
         return
     model = parse_cfg(settings.detector.cfg)
     check_weights(model, settings.detector.weights)
+    check_finite(model, settings.detector.weights)
     load_model(settings.detector)
+
+
+def check_finite(model: DarknetModel, weights: Path) -> None:
+    """Regression: weights with a valid header and NaN values loaded, and the daemon detected
+    nothing, silently."""
+    header = weights.stat().st_size - 4 * model.parameter_count()
+    values = np.fromfile(weights, dtype="<f4", offset=header)
+    bad = int(np.count_nonzero(~np.isfinite(values)))
+    if bad:
+        raise ModelError(f"model weights {weights}: {bad} of {values.size} parameters are NaN or infinite")
 
 
 def check_backend(settings: Settings) -> None:
@@ -43,15 +58,61 @@ def check_ocr(settings: Settings) -> None:
 
 
 def check_sources(settings: Settings) -> None:
-    """A file source must exist; streams and devices may come and go, so they are not checked."""
-    missing = [
-        f"{camera.id} ({camera.url})"
-        for camera in settings.cameras
-        if "://" not in camera.url and not camera.url.isdigit() and not camera.url.startswith("/dev/")
-        and not Path(camera.url).is_file()
-    ]
+    """A file source must exist and decode (regression: a text file or a broken MP4 was retried
+    forever); streams and devices may come and go, so they are not checked."""
+    files = [c for c in settings.cameras if "://" not in c.url and not c.url.isdigit() and not c.url.startswith("/dev/")]
+    missing = [f"{c.id} ({c.url})" for c in files if not Path(c.url).is_file()]
     if missing:
         raise ConfigError(f"camera video file not found: {', '.join(missing)}")
+    unreadable = [f"{c.id} ({c.url})" for c in files if not decodes(c.url)]
+    if unreadable:
+        raise ConfigError(f"camera video file has no frame OpenCV can decode: {', '.join(unreadable)}")
+
+
+def decodes(path: str) -> bool:
+    capture = cv2.VideoCapture(path)
+    try:
+        ok, frame = capture.read()
+        return bool(ok) and frame is not None and frame.size > 0
+    finally:
+        capture.release()
+
+
+def check_ports(settings: Settings) -> None:
+    """The TCP ports the daemon binds are free now (regression: a publish port in use passed
+    check; the publisher then crash-looped). Under systemd the daemon is stopped when
+    ExecStartPre runs, so a port in use is someone else's."""
+    wanted = []
+    if settings.bus.publish.startswith("tcp://"):
+        wanted.append(("bus.publish", *tcp_endpoint(settings.bus.publish, "bus.publish")))
+    if settings.bus.pool:
+        host, port = tcp_endpoint(settings.bus.pool, "bus.pool")
+        wanted += [("bus.pool", host, port), ("bus.pool results (PORT+1)", host, port + 1)]
+    if settings.metrics.enabled:
+        wanted.append(("metrics.listen", *settings.metrics.address()))
+    busy = [f"{key} port {port} on {host}: {reason}" for key, host, port in wanted if (reason := bind_fails(host, port))]
+    if busy:
+        raise ConfigError("cannot bind " + "; ".join(busy))
+
+
+def bind_fails(host: str, port: int) -> str | None:
+    """Why binding (host, port) fails now, or None when it would succeed."""
+    host = "0.0.0.0" if host == "*" else ("127.0.0.1" if host == "localhost" else host)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            return err.strerror or str(err)
+    return None
+
+
+def check_runtime_dir(settings: Settings) -> None:
+    """The folder of the internal ipc sockets is (or can be made) a writable folder."""
+    folder = runtime_dir(settings)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"bus.runtime_dir {folder}: {existing} is not a writable folder")
 
 
 def check_history(settings: Settings) -> None:
@@ -70,7 +131,7 @@ def check_history(settings: Settings) -> None:
 
 
 CHECKS: list[Callable[[Settings], None]] = [
-    check_model, check_backend, check_ocr, check_sources, check_curve, check_history,
+    check_model, check_backend, check_ocr, check_sources, check_curve, check_history, check_ports, check_runtime_dir,
 ]
 
 
