@@ -143,6 +143,17 @@ class Exporter:
             "regions_missing", "Regions of published frames never read (lost with a worker, or past the deadline)", "process"
         )
         self.frames_pending = gauge("frames_pending", "Frames being collected by the aggregator", "process")
+        # the MQTT bridge
+        self.mqtt_received = counter("mqtt_received", "Bus messages taken by the MQTT bridge", "process")
+        self.mqtt_published = counter("mqtt_published", "MQTT messages handed to the broker connection", "process")
+        self.mqtt_dropped = counter(
+            "mqtt_dropped", "MQTT messages dropped, by reason (queue_full: the oldest, while the broker was away)",
+            "process", "reason",
+        )
+        self.mqtt_connects = counter("mqtt_connects", "Connections the MQTT broker accepted", "process")
+        self.mqtt_disconnects = counter("mqtt_disconnects", "MQTT broker connections lost", "process")
+        self.mqtt_queued = gauge("mqtt_queued", "MQTT messages waiting for the broker", "process")
+        self.mqtt_connected = gauge("mqtt_connected", "1 while the MQTT bridge is connected to its broker", "process")
         # every process
         self.resident_memory = gauge("process_resident_memory_bytes", "Resident memory of the process", "process")
         self.start_time = gauge("process_start_time_seconds", "When the process started, UNIX seconds", "process")
@@ -174,6 +185,13 @@ class Exporter:
                 ("frames_duplicates", self.regions_ignored, ("duplicate",), 1.0),
                 ("frames_late", self.regions_ignored, ("late",), 1.0),
                 ("regions_missing", self.regions_missing, (), 1.0),
+            ],
+            "mqtt": [
+                ("received", self.mqtt_received, (), 1.0),
+                ("rejected", self.messages_rejected, (), 1.0),
+                ("published", self.mqtt_published, (), 1.0),
+                ("connects", self.mqtt_connects, (), 1.0),
+                ("disconnects", self.mqtt_disconnects, (), 1.0),
             ],
         }
         self._camera_counters = {
@@ -256,6 +274,10 @@ class Exporter:
             for reason, count in stats.crops_dropped.items():
                 if NAME.match(reason):
                     yield _Observation(("crops_dropped", reason), float(count), self.crops_dropped, (name, reason))
+        if isinstance(stats, wire.MqttStats):
+            for reason, count in stats.dropped.items():
+                if NAME.match(reason):
+                    yield _Observation(("mqtt_dropped", reason), float(count), self.mqtt_dropped, (name, reason))
         for camera, counters in cameras.items():
             for key, metric in self._camera_counters.items():
                 yield _Observation(("camera", camera, key), float(getattr(counters, key)), metric, (camera,))
@@ -291,6 +313,9 @@ class Exporter:
             self._record(process, self.resident_memory, (name,)).set(stats.rss_bytes)
         if isinstance(stats, wire.PublisherStats):
             self._record(process, self.frames_pending, (name,)).set(stats.frames_pending)
+        if isinstance(stats, wire.MqttStats):
+            self._record(process, self.mqtt_queued, (name,)).set(stats.queued)
+            self._record(process, self.mqtt_connected, (name,)).set(1 if stats.connected else 0)
 
     def _camera_gauges(
         self,

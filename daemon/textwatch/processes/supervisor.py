@@ -4,6 +4,7 @@ Modelled on gunicorn's arbiter. Signal handlers only put the signal on a queue;
 one loop takes them off and dispatches `handle_<signal>`. Children:
 
     publisher      XSUB/XPUB proxy + frame aggregator (processes/publisher.py)
+    mqtt           the MQTT bridge, when mqtt.enabled (processes/mqtt.py)
     ocr-N          OCR workers (processes/ocr.py), N = bus.local_workers
     detect-0       capture + detection (processes/detect.py)
 
@@ -48,6 +49,7 @@ from textwatch.processes.systemd import ServiceNotifier
 
 SPAWN = mp.get_context("spawn")  # no fork: children must not inherit threads or ZeroMQ contexts
 TICK_S = 0.2
+MQTT_STOP_S = 5.0  # the bridge's last messages and its "offline" to the broker
 
 
 @dataclass
@@ -66,12 +68,15 @@ PROCESS_CLASSES = {
     "publisher": "textwatch.processes.publisher:Publisher",
     "worker": "textwatch.processes.ocr:OcrWorker",
     "detect": "textwatch.processes.detect:DetectProcess",
+    "mqtt": "textwatch.processes.mqtt:MqttBridge",
 }
 
 
 def child_specs(settings: Settings) -> list[ChildSpec]:
     """publisher, ocr-0..N-1, detect-0: the start order (nothing is sent before its receiver exists)."""
     specs = [ChildSpec("publisher", "publisher")]
+    if settings.mqtt.enabled:  # the MQTT bridge: after the publisher, before detect (it hears the first source_up)
+        specs.append(ChildSpec("mqtt", "mqtt"))
     specs += [ChildSpec(f"ocr-{i}", "worker") for i in range(bus.local_workers(settings))]
     specs.append(ChildSpec("detect-0", "detect"))
     return specs
@@ -198,6 +203,7 @@ class Supervisor:
         self.stop_role("detect", deadline=grace)
         self.stop_role("worker", deadline=grace)
         self.stop_role("publisher", deadline=2.0)
+        self.stop_role("mqtt", deadline=MQTT_STOP_S)  # after the publisher: it bridges the final gone events
         self.log.info("daemon_stopped", code=self.exit_code)
 
     def stop_role(self, role: str, deadline: float) -> None:

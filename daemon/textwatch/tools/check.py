@@ -49,7 +49,18 @@ def check_sources(settings: Settings) -> None:
         raise ConfigError(f"camera video file not found: {', '.join(missing)}")
 
 
+def check_mqtt(settings: Settings) -> None:
+    """The [mqtt] section's credentials and TLS files are usable (the broker itself is not contacted:
+    it may be down now and up later, which the bridge handles)."""
+    from textwatch.comms.mqtt import credentials, tls_context
+
+    credentials(settings.mqtt)
+    if settings.mqtt.tls:
+        tls_context(settings.mqtt)
+
+
 CHECKS: list[Callable[[Settings], None]] = [check_model, check_backend, check_ocr, check_sources, check_curve]
+CHECKS.append(check_mqtt)
 
 
 def run_checks(settings: Settings) -> list[TextwatchError]:
