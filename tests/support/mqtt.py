@@ -79,7 +79,8 @@ class TestCa:
 
 @dataclass
 class Broker:
-    """Mosquitto on `port` (plain, or TLS with `tls=(ca, cert, key)`), plus a plain `plain_port` when TLS is on."""
+    """Mosquitto on `port` (plain, or TLS with `tls=(ca, cert, key)` and client certificates required),
+    plus a plain `plain_port` when TLS is on."""
 
     folder: Path
     users: dict[str, str] | None = None  # user -> password; None = anonymous clients allowed
@@ -110,7 +111,8 @@ class Broker:
         lines.append(f"listener {self.port} {HOST}")
         if self.tls is not None:
             ca, cert, key = self.tls
-            lines += [f"cafile {ca}", f"certfile {cert}", f"keyfile {key}", f"listener {self.plain_port} {HOST}"]
+            lines += [f"cafile {ca}", f"certfile {cert}", f"keyfile {key}", "require_certificate true",
+                      f"listener {self.plain_port} {HOST}"]
         return "\n".join(lines) + "\n"
 
     def start(self) -> Broker:

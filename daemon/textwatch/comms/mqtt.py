@@ -106,12 +106,14 @@ def broker_name(settings: MqttSettings) -> str:
 
 def tls_context(settings: MqttSettings) -> ssl.SSLContext:
     """A client TLS context that verifies the broker's certificate and host name; ConfigError for unusable files."""
+    for key in ("ca_file", "cert_file", "key_file"):
+        path = getattr(settings, key)
+        if path is not None and not path.is_file():
+            raise ConfigError(f"mqtt.{key} {path}: no such file")
     try:
         context = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
         if settings.cert_file is not None:
             context.load_cert_chain(str(settings.cert_file), str(settings.key_file))
-    except FileNotFoundError as err:
-        raise ConfigError(f"mqtt TLS file {err.filename}: no such file") from None
     except (ssl.SSLError, OSError) as err:
         raise ConfigError(f"mqtt TLS files (ca_file, cert_file, key_file) unusable: {describe_error(err)}") from None
     return context
@@ -120,7 +122,8 @@ def tls_context(settings: MqttSettings) -> ssl.SSLContext:
 def describe_error(err: BaseException) -> str:
     """One line for a connection error: ssl's reason ("certificate verify failed: ..."), or the OS's."""
     if isinstance(err, ssl.SSLCertVerificationError):
-        return f"TLS: {err.verify_message or err.reason} (mqtt.ca_file)"
+        return f"TLS: certificate verify failed: {err.verify_message or err.reason} " \
+               "(is mqtt.ca_file the CA that signed the broker's certificate, for this host name?)"
     if isinstance(err, ssl.SSLError):
         return f"TLS: {err.reason or err}"
     if isinstance(err, OSError) and err.strerror:
