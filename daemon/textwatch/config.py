@@ -19,7 +19,7 @@ import typing
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from textwatch.errors import ConfigError
 
@@ -357,8 +357,8 @@ class MqttSettings(Strict):
         "", max_length=128, description="MQTT client id; empty = textwatch-<topic_prefix>-<host name>"
     )
     username: str = Field("", max_length=256, description="broker user; empty = $TEXTWATCH_MQTT_USERNAME, else none")
-    password: str = Field(
-        "", max_length=1024, repr=False,
+    password: SecretStr = Field(
+        SecretStr(""),
         description="broker password (never logged); empty = $TEXTWATCH_MQTT_PASSWORD, which keeps it out of this file",
     )
     tls: bool = Field(False, description="speak TLS to the broker (verifying its certificate and host name)")

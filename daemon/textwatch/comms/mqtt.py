@@ -85,7 +85,7 @@ class Outbox:
 def credentials(settings: MqttSettings) -> tuple[str | None, str | None]:
     """(user, password) from the config, else from $TEXTWATCH_MQTT_USERNAME / $TEXTWATCH_MQTT_PASSWORD; None = unset."""
     user = settings.username or os.environ.get(USERNAME_ENV, "")
-    password = settings.password or os.environ.get(PASSWORD_ENV, "")
+    password = settings.password.get_secret_value() or os.environ.get(PASSWORD_ENV, "")
     if password and not user:
         raise ConfigError(f"mqtt: a password is set but no user (mqtt.username or ${USERNAME_ENV})")
     return user or None, password or None
