@@ -18,7 +18,7 @@ APT_PACKAGES := tesseract-ocr tesseract-ocr-eng ffmpeg \
 	fonts-inconsolata fonts-cantarell fonts-noto-mono \
 	python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-tools gstreamer1.0-libav \
 	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly \
-	systemd chromium chromium-driver
+	systemd chromium chromium-driver mosquitto openssl
 
 .PHONY: run image test test-fast deps apt config clean
 

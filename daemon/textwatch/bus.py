@@ -11,6 +11,8 @@ the picture), and the factory that makes it:
     publish_local   XPUB bind (same socket as publish)    publisher -> supervisor, tools     publisher_proxy, subscriber
     pool_crops      PUSH bind (same socket as crops)      detect -> remote workers (tcp)     crop_pusher
     pool_results    XSUB bind (same socket as results)    remote workers -> publisher (tcp)  publisher_proxy
+    publish_local   SUB connect (or a remote publish)     publisher -> processes/mqtt        bridge_subscriber
+    results         XPUB connect (its stats)              processes/mqtt -> publisher        result_publisher
 
 `subscriber` serves the supervisor's stats link (processes/systemd.py),
 `textwatch subscribe` and `textwatch bench`.
@@ -389,6 +391,19 @@ def subscriber(
         sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
     connect(sock, endpoint, curve)
     return sock
+
+
+# The MQTT bridge's SUB: track and source events and stats of every process. Generous, because the
+# bridge may fall behind while paho reconnects; past it the daemon's XPUB drops for this subscriber
+# alone (bus.publish_hwm), and capture never waits (docs/mqtt.md).
+MQTT_BRIDGE_RCVHWM = 10_000
+MQTT_BRIDGE_TOPICS = (wire.TOPIC_TRACK + ".", wire.TOPIC_EVENT + ".", wire.TOPIC_STATS)
+
+
+def bridge_subscriber(ctx: zmq.Context, endpoint: str, curve: ClientCurve | None = None) -> zmq.Socket:
+    """The MQTT bridge's SUB on a daemon's publish endpoint (its own publish_local, or a remote
+    tcp publish as a CURVE client): track.*, event.* and stats, RCVHWM = MQTT_BRIDGE_RCVHWM."""
+    return subscriber(ctx, endpoint, MQTT_BRIDGE_TOPICS, rcvhwm=MQTT_BRIDGE_RCVHWM, curve=curve)
 
 
 def wait_for_subscriber(sock: zmq.Socket, timeout_s: float, stop: threading.Event | None = None) -> bool:

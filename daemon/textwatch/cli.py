@@ -88,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_status_arguments(status)
     status.set_defaults(handler=run_status)
 
+    from textwatch.processes.mqtt import add_mqtt_arguments, run_mqtt_cli
+
+    mqtt = sub.add_parser("mqtt", help="the MQTT bridge alone: a daemon's texts and state on an MQTT broker")
+    add_mqtt_arguments(mqtt)
+    mqtt.set_defaults(handler=run_mqtt_cli)
+
     from textwatch.tools.keys import add_keys_arguments, run_keys
 
     keys = sub.add_parser("keys", help="CURVE key pairs for a bus bound beyond loopback")

@@ -19,7 +19,7 @@ import typing
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from textwatch.errors import ConfigError
 
@@ -446,6 +446,91 @@ def split_listen(listen: str) -> tuple[str, int]:
     return match[1] or match[2], int(match[3])
 
 
+MQTT_TOPIC_PART = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"  # no wildcards (+ #), no empty levels
+
+
+class MqttSettings(Strict):
+    """The MQTT bridge (processes/mqtt.py): track texts, camera state and Home Assistant discovery on a broker."""
+
+    enabled: bool = Field(False, description="run the MQTT bridge as a child of `textwatch run`")
+    host: str = Field("localhost", min_length=1, max_length=253, description="the MQTT broker's host name or address")
+    port: int = Field(1883, ge=1, le=65535, description="the broker's port (1883 plain, 8883 TLS by convention)")
+    client_id: str = Field(
+        "", max_length=128, description="MQTT client id; empty = textwatch-<topic_prefix>-<host name>"
+    )
+    username: str = Field("", max_length=256, description="broker user; empty = $TEXTWATCH_MQTT_USERNAME, else none")
+    password: SecretStr = Field(
+        SecretStr(""),
+        description="broker password (never logged); empty = $TEXTWATCH_MQTT_PASSWORD, which keeps it out of this file",
+    )
+    tls: bool = Field(False, description="speak TLS to the broker (verifying its certificate and host name)")
+    ca_file: Path | None = Field(None, description="tls: CA certificate(s) (PEM) that signed the broker's; unset = the system's")
+    cert_file: Path | None = Field(None, description="tls: this client's certificate (PEM), for brokers that require one")
+    key_file: Path | None = Field(None, description="tls: the private key (PEM) of cert_file")
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive; a silent connection is dead after 1.5x this")
+    reconnect_min_s: int = Field(1, ge=1, le=60, description="first reconnect delay to a lost broker (doubles up to the cap)")
+    reconnect_max_s: int = Field(30, ge=1, le=3600, description="cap of the reconnect delay")
+    queue: int = Field(
+        1000, ge=1, le=1_000_000,
+        description="messages held while the broker is away or slow; beyond, the oldest are dropped (counted)",
+    )
+    topic_prefix: str = Field(
+        "textwatch", pattern=MQTT_TOPIC_PART,
+        description="topics are <topic_prefix>/<camera>/text|state|events and <topic_prefix>/availability",
+    )
+    qos_text: Literal[0, 1, 2] = Field(1, description="QoS of <camera>/text (new, updated, ended track texts)")
+    retain_text: bool = Field(False, description="retain the last <camera>/text message")
+    qos_state: Literal[0, 1, 2] = Field(1, description="QoS of <camera>/state (latest text per track, camera status)")
+    retain_state: bool = Field(True, description="retain <camera>/state, so a new client sees it at once")
+    qos_events: Literal[0, 1, 2] = Field(1, description="QoS of <camera>/events (source up and down)")
+    retain_events: bool = Field(False, description="retain the last <camera>/events message")
+    qos_availability: Literal[0, 1, 2] = Field(
+        1, description="QoS of <topic_prefix>/availability (always retained; the last will says offline)"
+    )
+    discovery: bool = Field(True, description="publish Home Assistant MQTT discovery configs (retained)")
+    discovery_prefix: str = Field(
+        "homeassistant", pattern=MQTT_TOPIC_PART, description="Home Assistant's discovery prefix (its MQTT integration's setting)"
+    )
+    source: str = Field(
+        "", description="`textwatch mqtt` alone: the daemon's publish endpoint to bridge (tcp://HOST:PORT); empty = this config's daemon"
+    )
+    bus_silence_s: float = Field(
+        30.0, gt=0.0, le=3600.0,
+        description="availability reads offline when the daemon's bus has been silent this long (a dead remote daemon)",
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _plain_host(cls, value: str) -> str:
+        if "://" in value or "/" in value or " " in value:
+            raise ValueError(f"{value!r} is a host name or address, not a URL (the port is mqtt.port)")
+        return value
+
+    @field_validator("source")
+    @classmethod
+    def _source_endpoint(cls, value: str) -> str:
+        if value and not value.startswith(("tcp://", "ipc://")):
+            raise ValueError(f"{value!r} is not a ZeroMQ endpoint (tcp://HOST:PORT or ipc://PATH)")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_files_and_backoff(self) -> MqttSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("mqtt.cert_file and mqtt.key_file go together: set both or neither")
+        if not self.tls and (self.ca_file or self.cert_file):
+            raise ValueError("mqtt.ca_file, cert_file and key_file need mqtt.tls = true")
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("mqtt.reconnect_max_s is below mqtt.reconnect_min_s")
+        return self
+
+    def resolve_paths(self, base: Path) -> None:
+        """The TLS files, relative to `base` (the config file's folder)."""
+        for key in ("ca_file", "cert_file", "key_file"):
+            value = getattr(self, key)
+            if value is not None:
+                setattr(self, key, _absolute(value, base))
+
+
 class ImageSettings(Strict):
     max_pixels: int = Field(
         100_000_000, ge=1, description="images with more pixels are refused (decompression bombs)"
@@ -527,6 +612,7 @@ class Settings(Strict):
     media: MediaSettings = Field(default_factory=MediaSettings)
     history: HistorySettings = Field(default_factory=HistorySettings)
     view: ViewSettings = Field(default_factory=ViewSettings)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings, description="the MQTT bridge and Home Assistant discovery (off by default)")
     source: Path | None = Field(None, exclude=True, description="file this was loaded from, if any")
 
     @model_validator(mode="after")
@@ -567,6 +653,12 @@ class Settings(Strict):
                 raise ValueError(f"camera {camera.id}: reconnect_max_s is below reconnect_min_s")
         return self
 
+    @model_validator(mode="after")
+    def _mqtt_needs_tracks(self) -> Settings:
+        if self.mqtt.enabled and not self.tracking.enabled:
+            raise ValueError("mqtt.enabled needs tracking.enabled: the bridge publishes consolidated track texts")
+        return self
+
     def resolve_paths(self, base: Path) -> Settings:
         """Make relative paths absolute: against `base` (the config file's folder) when the
         file set them, against config/ when they are the built-in defaults, so a config
@@ -579,6 +671,7 @@ class Settings(Strict):
         self.bus.resolve_paths(base)
         if self.history.database is not None:
             self.history.database = _absolute(self.history.database, base)
+        self.mqtt.resolve_paths(base)
         cameras_base = base if "cameras" in self.model_fields_set else DEFAULT_CONFIG.parent
         for camera in self.cameras:
             camera.url = resolve_source(camera.url, _base_for(camera, "url", cameras_base))
@@ -685,6 +778,9 @@ _EXAMPLES = {
     "curve_server_key": '"/etc/textwatch/keys/daemon.key"',
     "ocr_engine": '"ppocr"',
     "database": '"/var/lib/textwatch/history.sqlite3"',
+    "ca_file": '"/etc/textwatch/mqtt/ca.crt"',
+    "cert_file": '"/etc/textwatch/mqtt/client.crt"',
+    "key_file": '"/etc/textwatch/mqtt/client.key"',
 }
 
 

@@ -149,6 +149,17 @@ class Exporter:
             "history_crops", "Crop pictures stored with their track, or dropped (no text, too many pending)", "process", "outcome"
         )
         self.history_deleted = counter("history_deleted", "Tracks deleted by retention, by reason (age, size)", "process", "reason")
+        # the MQTT bridge
+        self.mqtt_received = counter("mqtt_received", "Bus messages taken by the MQTT bridge", "process")
+        self.mqtt_published = counter("mqtt_published", "MQTT messages handed to the broker connection", "process")
+        self.mqtt_dropped = counter(
+            "mqtt_dropped", "MQTT messages dropped, by reason (queue_full: the oldest, while the broker was away)",
+            "process", "reason",
+        )
+        self.mqtt_connects = counter("mqtt_connects", "Connections the MQTT broker accepted", "process")
+        self.mqtt_disconnects = counter("mqtt_disconnects", "MQTT broker connections lost", "process")
+        self.mqtt_queued = gauge("mqtt_queued", "MQTT messages waiting for the broker", "process")
+        self.mqtt_connected = gauge("mqtt_connected", "1 while the MQTT bridge is connected to its broker", "process")
         # every process
         self.resident_memory = gauge("process_resident_memory_bytes", "Resident memory of the process", "process")
         self.start_time = gauge("process_start_time_seconds", "When the process started, UNIX seconds", "process")
@@ -188,6 +199,12 @@ class Exporter:
                 ("deleted_age", self.history_deleted, ("age",), 1.0),
                 ("deleted_size", self.history_deleted, ("size",), 1.0),
                 ("rejected", self.messages_rejected, (), 1.0),
+            "mqtt": [
+                ("received", self.mqtt_received, (), 1.0),
+                ("rejected", self.messages_rejected, (), 1.0),
+                ("published", self.mqtt_published, (), 1.0),
+                ("connects", self.mqtt_connects, (), 1.0),
+                ("disconnects", self.mqtt_disconnects, (), 1.0),
             ],
         }
         self._camera_counters = {
@@ -270,6 +287,10 @@ class Exporter:
             for reason, count in stats.crops_dropped.items():
                 if NAME.match(reason):
                     yield _Observation(("crops_dropped", reason), float(count), self.crops_dropped, (name, reason))
+        if isinstance(stats, wire.MqttStats):
+            for reason, count in stats.dropped.items():
+                if NAME.match(reason):
+                    yield _Observation(("mqtt_dropped", reason), float(count), self.mqtt_dropped, (name, reason))
         for camera, counters in cameras.items():
             for key, metric in self._camera_counters.items():
                 yield _Observation(("camera", camera, key), float(getattr(counters, key)), metric, (camera,))
@@ -305,6 +326,9 @@ class Exporter:
             self._record(process, self.resident_memory, (name,)).set(stats.rss_bytes)
         if isinstance(stats, wire.PublisherStats):
             self._record(process, self.frames_pending, (name,)).set(stats.frames_pending)
+        if isinstance(stats, wire.MqttStats):
+            self._record(process, self.mqtt_queued, (name,)).set(stats.queued)
+            self._record(process, self.mqtt_connected, (name,)).set(1 if stats.connected else 0)
 
     def _camera_gauges(
         self,

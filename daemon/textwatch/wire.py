@@ -32,6 +32,11 @@ Internal (detect -> publisher only, never forwarded to subscribers):
                     crop was lost (a killed worker) is still counted and
                     published as incomplete instead of vanishing.
 
+MQTT (the bridge, processes/mqtt.py -> a broker; docs/mqtt.md): the JSON payloads
+    of <topic_prefix>/<camera>/text (MqttTrackText), <camera>/state
+    (MqttCameraState) and <camera>/events (SourceEvent) are defined here too;
+    the bridge's counters are MqttStats on the bus's stats topic.
+
 Every JSON object carries "v": 1. Parsing is strict: a frame that is not valid
 UTF-8 JSON of the right shape raises `WireError` (the receiver counts it as
 rejected and goes on); unknown extra fields are kept, so v1 can grow.
@@ -322,7 +327,26 @@ class HistoryStats:
     v: int = SCHEMA_VERSION
 
 
-Stats = DetectStats | WorkerStats | PublisherStats | HistoryStats
+class MqttStats:
+    """stats from the MQTT bridge: bus messages in, MQTT messages out, and every message dropped, by reason."""
+
+    process: str
+    ts: float
+    received: int  # bus messages taken (track, event, stats)
+    rejected: int  # bus messages that were not valid, dropped
+    published: int  # MQTT messages handed to the broker connection
+    dropped: dict[str, int]  # by reason: queue_full (the oldest, while the broker was away or slow), refused
+    queued: int  # gauge: MQTT messages waiting for the broker
+    connects: int  # connections the broker accepted (the first and every reconnect)
+    disconnects: int  # connections lost
+    connected: bool  # gauge: connected to the broker now
+    started: float | None = None
+    rss_bytes: int | None = None
+    role: str = "mqtt"
+    v: int = SCHEMA_VERSION
+
+
+Stats = DetectStats | WorkerStats | PublisherStats | HistoryStats | MqttStats
 
 
 def stats_payload(stats: Stats) -> dict[str, Any]:
@@ -353,6 +377,13 @@ def stats_from_dict(raw: dict[str, Any]) -> Stats:
             return PublisherStats(**common, **_counts_of(raw, PUBLISHER_COUNTS))
         if role == "history":
             return HistoryStats(**common, **_counts_of(raw, HISTORY_COUNTS))
+        if role == "mqtt":
+            connected = raw["connected"]
+            if not isinstance(connected, bool):
+                raise TypeError("connected is not a boolean")
+            return MqttStats(
+                **common, **_counts_of(raw, MQTT_COUNTS), dropped=_count_map(raw, "dropped"), connected=connected
+            )
     except (KeyError, TypeError) as err:
         raise WireError(f"{role} stats field missing or mistyped: {err}") from None
     raise WireError(f"stats of unknown role {role!r}")
@@ -367,6 +398,7 @@ PUBLISHER_COUNTS = (
 HISTORY_COUNTS = (
     "tracks_written", "crops_written", "crops_dropped", "deleted_age", "deleted_size", "rejected", "rows", "db_bytes",
 )
+MQTT_COUNTS = ("received", "rejected", "published", "queued", "connects", "disconnects")
 CAMERA_COUNTS = ("frames_read", "frames_skipped", "frames_delivered", "reconnects", "stalls", "read_errors", "crops_sent")
 
 
@@ -605,11 +637,102 @@ def track_event_from_dict(raw: dict[str, Any]) -> TrackEvent:
             confidence=_float(raw, "confidence"), reads=_count(raw, "reads"), first_seq=_int(raw, "first_seq"),
             first_ts=_float(raw, "first_ts"), last_seq=_int(raw, "last_seq"), last_ts=_float(raw, "last_ts"),
             reason=_str(raw, "reason") if "reason" in raw else "",
+# ---------------------------------------------------------------- MQTT payloads (the bridge, docs/mqtt.md)
+
+MQTT_TEXT_EVENTS = ("new", "updated", "ended")
+
+
+@dataclass(frozen=True)
+class MqttTrackText:
+    """<topic_prefix>/<camera>/text: a track's consolidated text is new, was updated, or its track ended.
+
+    Made from track.<camera> events: "new" when a track first has a text, "updated"
+    when that text changes, "ended" once with the final text when the track is gone.
+    A track that never had a text sends nothing.
+    """
+
+    camera: str
+    track: int
+    event: str  # "new" | "updated" | "ended"
+    text: str
+    confidence: float  # OCR confidence of the winning read, 0..100
+    box: tuple[int, int, int, int] | None  # latest box, frame pixels
+    first_seen: float  # UNIX seconds
+    last_seen: float
+    reads: int
+    reason: str = ""  # ended: the track event's reason (missed, aged, finished, silent); else ""
+    v: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class MqttTrackState:
+    """One live track with a text, in MqttCameraState.tracks."""
+
+    track: int
+    text: str
+    confidence: float
+    box: tuple[int, int, int, int] | None
+    first_seen: float
+    last_seen: float
+
+
+@dataclass(frozen=True)
+class MqttKnownState:
+    """One of the camera's filters.known strings, in MqttCameraState.known: on screen now or not."""
+
+    text: str
+    seen: bool  # a live track's consolidated text is this string
+    last_seen: float | None  # UNIX seconds it was last on screen; None = not since the bridge started
+
+
+@dataclass(frozen=True)
+class MqttCameraState:
+    """<topic_prefix>/<camera>/state (retained): what a home or plant automation wants to know now."""
+
+    camera: str
+    status: str  # "online" (source up), "offline" (source down), "unknown" (not heard yet)
+    text: str  # the latest text read on this camera (kept after its track ended); "" = none yet
+    text_ts: float | None  # when `text` last changed
+    tracks: list[MqttTrackState]  # live tracks with a text, most recently seen first
+    known: list[MqttKnownState]  # the camera's filters.known, in config order
+    ts: float
+    v: int = SCHEMA_VERSION
+
+
+def encode_mqtt(payload: MqttTrackText | MqttCameraState | SourceEvent) -> bytes:
+    """The UTF-8 JSON payload of an MQTT message of the bridge."""
+    return _dumps(asdict(payload))
+
+
+def track_event_from_dict(raw: dict[str, Any]) -> TrackEvent:
+    """A published track.<camera> payload, typed (the MQTT bridge's input)."""
+    try:
+        box = raw.get("box")
+        event = TrackEvent(
+            camera=_str(raw, "camera"), track=_int(raw, "track"), event=_str(raw, "event"), ts=_float(raw, "ts"),
+            box=None if box is None else _ints(raw, "box", 4), text=_str(raw, "text"),
+            confidence=_float(raw, "confidence"), reads=_count(raw, "reads"),
+            first_seq=_int(raw, "first_seq"), first_ts=_float(raw, "first_ts"),
+            last_seq=_int(raw, "last_seq"), last_ts=_float(raw, "last_ts"), reason=_str(raw, "reason"),
         )
     except (KeyError, TypeError) as err:
         raise WireError(f"track event field missing or mistyped: {err}") from None
     if event.event not in ("appeared", "changed", "gone"):
         raise WireError(f"track event {event.event!r}")
+    return event
+
+
+def source_event_from_dict(raw: dict[str, Any]) -> SourceEvent:
+    """A published event.<camera> payload, typed (the MQTT bridge's input)."""
+    try:
+        event = SourceEvent(
+            camera=_str(raw, "camera"), event=_str(raw, "event"), source=_str(raw, "source"),
+            reason=_str(raw, "reason"), ts=_float(raw, "ts"),
+        )
+    except (KeyError, TypeError) as err:
+        raise WireError(f"source event field missing or mistyped: {err}") from None
+    if event.event not in ("source_up", "source_down"):
+        raise WireError(f"source event {event.event!r}")
     return event
 
 

@@ -4,6 +4,7 @@ Modelled on gunicorn's arbiter. Signal handlers only put the signal on a queue;
 one loop takes them off and dispatches `handle_<signal>`. Children:
 
     publisher      XSUB/XPUB proxy + frame aggregator (processes/publisher.py)
+    mqtt           the MQTT bridge, when mqtt.enabled (processes/mqtt.py)
     ocr-N          OCR workers (processes/ocr.py), N = bus.local_workers
     detect-0       capture + detection (processes/detect.py)
     history        the history store, when history.enabled (processes/history.py)
@@ -49,6 +50,7 @@ from textwatch.processes.systemd import ServiceNotifier
 
 SPAWN = mp.get_context("spawn")  # no fork: children must not inherit threads or ZeroMQ contexts
 TICK_S = 0.2
+MQTT_STOP_S = 5.0  # the bridge's last messages and its "offline" to the broker
 
 
 @dataclass
@@ -68,6 +70,7 @@ PROCESS_CLASSES = {
     "worker": "textwatch.processes.ocr:OcrWorker",
     "detect": "textwatch.processes.detect:DetectProcess",
     "history": "textwatch.processes.history:HistoryProcess",
+    "mqtt": "textwatch.processes.mqtt:MqttBridge",
 }
 
 
@@ -76,6 +79,8 @@ def child_specs(settings: Settings) -> list[ChildSpec]:
     specs = [ChildSpec("publisher", "publisher")]
     if settings.history.enabled:  # after the publisher (it subscribes there), before anything is detected
         specs.append(ChildSpec("history", "history"))
+    if settings.mqtt.enabled:  # the MQTT bridge: after the publisher, before detect (it hears the first source_up)
+        specs.append(ChildSpec("mqtt", "mqtt"))
     specs += [ChildSpec(f"ocr-{i}", "worker") for i in range(bus.local_workers(settings))]
     specs.append(ChildSpec("detect-0", "detect"))
     return specs
@@ -203,6 +208,7 @@ class Supervisor:
         self.stop_role("worker", deadline=grace)
         self.stop_role("publisher", deadline=2.0)
         self.stop_role("history", deadline=3.0)  # last: it writes the gone events the publisher flushed
+        self.stop_role("mqtt", deadline=MQTT_STOP_S)  # after the publisher: it bridges the final gone events
         self.log.info("daemon_stopped", code=self.exit_code)
 
     def stop_role(self, role: str, deadline: float) -> None:

@@ -130,8 +130,19 @@ def check_history(settings: Settings) -> None:
         raise ConfigError(f"history database {path}: {folder} is not a writable folder (set history.database)")
 
 
+def check_mqtt(settings: Settings) -> None:
+    """The [mqtt] section's credentials and TLS files are usable (the broker itself is not contacted:
+    it may be down now and up later, which the bridge handles)."""
+    from textwatch.comms.mqtt import credentials, tls_context
+
+    credentials(settings.mqtt)
+    if settings.mqtt.tls:
+        tls_context(settings.mqtt)
+
+
 CHECKS: list[Callable[[Settings], None]] = [
     check_model, check_backend, check_ocr, check_sources, check_curve, check_history, check_ports, check_runtime_dir,
+    check_mqtt,
 ]
 
 
