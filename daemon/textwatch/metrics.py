@@ -199,6 +199,7 @@ class Exporter:
                 ("deleted_age", self.history_deleted, ("age",), 1.0),
                 ("deleted_size", self.history_deleted, ("size",), 1.0),
                 ("rejected", self.messages_rejected, (), 1.0),
+            ],
             "mqtt": [
                 ("received", self.mqtt_received, (), 1.0),
                 ("rejected", self.messages_rejected, (), 1.0),

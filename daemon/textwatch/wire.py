@@ -637,6 +637,14 @@ def track_event_from_dict(raw: dict[str, Any]) -> TrackEvent:
             confidence=_float(raw, "confidence"), reads=_count(raw, "reads"), first_seq=_int(raw, "first_seq"),
             first_ts=_float(raw, "first_ts"), last_seq=_int(raw, "last_seq"), last_ts=_float(raw, "last_ts"),
             reason=_str(raw, "reason") if "reason" in raw else "",
+        )
+    except (KeyError, TypeError) as err:
+        raise WireError(f"track event field missing or mistyped: {err}") from None
+    if event.event not in ("appeared", "changed", "gone"):
+        raise WireError(f"track event {event.event!r}")
+    return event
+
+
 # ---------------------------------------------------------------- MQTT payloads (the bridge, docs/mqtt.md)
 
 MQTT_TEXT_EVENTS = ("new", "updated", "ended")
@@ -702,24 +710,6 @@ class MqttCameraState:
 def encode_mqtt(payload: MqttTrackText | MqttCameraState | SourceEvent) -> bytes:
     """The UTF-8 JSON payload of an MQTT message of the bridge."""
     return _dumps(asdict(payload))
-
-
-def track_event_from_dict(raw: dict[str, Any]) -> TrackEvent:
-    """A published track.<camera> payload, typed (the MQTT bridge's input)."""
-    try:
-        box = raw.get("box")
-        event = TrackEvent(
-            camera=_str(raw, "camera"), track=_int(raw, "track"), event=_str(raw, "event"), ts=_float(raw, "ts"),
-            box=None if box is None else _ints(raw, "box", 4), text=_str(raw, "text"),
-            confidence=_float(raw, "confidence"), reads=_count(raw, "reads"),
-            first_seq=_int(raw, "first_seq"), first_ts=_float(raw, "first_ts"),
-            last_seq=_int(raw, "last_seq"), last_ts=_float(raw, "last_ts"), reason=_str(raw, "reason"),
-        )
-    except (KeyError, TypeError) as err:
-        raise WireError(f"track event field missing or mistyped: {err}") from None
-    if event.event not in ("appeared", "changed", "gone"):
-        raise WireError(f"track event {event.event!r}")
-    return event
 
 
 def source_event_from_dict(raw: dict[str, Any]) -> SourceEvent:

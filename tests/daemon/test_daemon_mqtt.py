@@ -20,7 +20,6 @@ import pytest
 from support.daemon import Daemon, daemon_config
 from support.mqtt import Broker, Watcher, mqtt_section
 from support.ports import free_port
-from support.subscriber import Subscriber
 from support.wait import wait_until
 from textwatch.config import PROJECT_ROOT
 

@@ -12,7 +12,6 @@ import signal
 import subprocess
 from pathlib import Path
 
-import pytest
 
 from support.cli import run_cli, textwatch_exe
 from support.mqtt import Broker, TestCa, Watcher, mqtt_section
