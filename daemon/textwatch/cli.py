@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     det.add_argument("--batch", type=int, nargs="+", default=[1, 4, 16], help="batch sizes")
     det.add_argument("--seconds", type=float, default=3.0, help="time per backend and batch size")
     det.set_defaults(handler=cmd_bench_detector)
+    dets = bench_sub.add_parser("detectors", help="detector.model yolo against ppocr: whole detect() calls on the same images")
+    dets.add_argument("-c", "--config", type=Path)
+    dets.add_argument("--images", type=Path, nargs="*", default=[], help="folders of images to add to the sample's frames")
+    dets.add_argument("--per-folder", type=int, default=10, help="first N images of each folder")
+    dets.add_argument("--rounds", type=int, default=3, help="timed detect() calls per image (the median counts)")
+    dets.set_defaults(handler=cmd_bench_detectors)
 
     run = sub.add_parser("run", help="run the streaming daemon (supervisor, detect, OCR workers, publisher)")
     run.add_argument("-c", "--config", type=Path, help="config file (default: config/textwatch.toml's values)")
@@ -247,6 +253,13 @@ def cmd_bench_detector(args: argparse.Namespace) -> int:
 
     result = bench_detector(settings_from(args), batches=args.batch, seconds=args.seconds)
     print(json.dumps(result, indent=2))
+    return ExitCode.OK
+
+
+def cmd_bench_detectors(args: argparse.Namespace) -> int:
+    from textwatch.tools.bench import bench_detectors
+
+    print(json.dumps(bench_detectors(settings_from(args), args.images, args.per_folder, args.rounds), indent=2))
     return ExitCode.OK
 
 

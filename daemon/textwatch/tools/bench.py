@@ -20,7 +20,7 @@ import numpy as np
 
 from textwatch import bus, wire
 from textwatch.config import CameraSettings, OcrSettings, Settings
-from textwatch.errors import TextwatchError
+from textwatch.errors import InputError, TextwatchError
 from textwatch.recognize import make_engine, make_recognizer
 from textwatch.tools.samples import SANS, SERIF, line_crop
 
@@ -465,6 +465,72 @@ def bench_detector(settings: Settings, batches: list[int], seconds: float) -> di
         "results": rows,
         "machine": machine(),
     }
+
+
+# ---------------------------------------------------------------- the two detectors side by side
+
+
+def bench_detectors(settings: Settings, folders: list[Path], per_folder: int, rounds: int) -> dict[str, object]:
+    """detector.model yolo against ppocr: whole detect() calls (tiling, merging and line
+    geometry included for yolo; resize, network and box extraction for ppocr) on the same
+    images in one run: every 10th frame of the bundled sample, plus the first `per_folder`
+    images of each folder given. Each model warms up on the first image, then reads every
+    image `rounds` times; the median per image is reported, and their ratio."""
+    from textwatch.detect.runtime import make_detector
+
+    images = bench_images(folders, per_folder)
+    rows: dict[str, dict[str, object]] = {}
+    for model in ("yolo", "ppocr"):
+        detector = make_detector(settings.detector.model_copy(update={"model": model}))
+        detector.detect(images[0][1])
+        per_set: dict[str, list[float]] = {}
+        boxes = 0
+        for name, image in images:
+            times = []
+            for _ in range(rounds):
+                start = time.perf_counter()
+                found = detector.detect(image)
+                times.append((time.perf_counter() - start) * 1000)
+            boxes += len(found)
+            per_set.setdefault(name, []).append(float(np.median(times)))
+        every = [t for ts in per_set.values() for t in ts]
+        rows[model] = {
+            "ms_per_image_median": round(float(np.median(every)), 1),
+            "ms_per_image_mean": round(float(np.mean(every)), 1),
+            "by_set_ms_median": {k: round(float(np.median(v)), 1) for k, v in per_set.items()},
+            "boxes_per_image": round(boxes / len(images), 1),
+        }
+    return {
+        "benchmark": "detectors",
+        "images": {name: sum(n == name for n, _ in images) for name, _ in images},
+        "rounds": rounds,
+        "results": rows,
+        "ppocr_over_yolo_mean": round(rows["ppocr"]["ms_per_image_mean"] / rows["yolo"]["ms_per_image_mean"], 2),  # type: ignore[operator]
+        "machine": machine(),
+    }
+
+
+def bench_images(folders: list[Path], per_folder: int) -> list[tuple[str, np.ndarray]]:
+    """(set name, BGR image): the bundled sample's every 10th frame, then each folder's first images."""
+    import cv2
+
+    images = []
+    capture = cv2.VideoCapture(str(Path(__file__).parents[1] / "data" / "sample.mp4"))
+    index = 0
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        if index % 10 == 0:
+            images.append(("sample_1280x720", frame))
+        index += 1
+    capture.release()
+    for folder in folders:
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:per_folder]
+        if not files:
+            raise InputError(f"{folder}: no .jpg or .png images")
+        images += [(folder.name, image) for image in (cv2.imread(str(p)) for p in files) if image is not None]
+    return images
 
 
 # ---------------------------------------------------------------- soak: memory over time
