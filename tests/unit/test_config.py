@@ -37,6 +37,9 @@ def test_relative_paths_resolve_against_the_config_folder(write_config) -> None:
         ('[ocr]\nengine = "easyocr"\n', "'ocr.engine'"),
         ('[ocr]\nlanguages = "eng; rm -rf"\n', "'ocr.languages'"),
         ("[detector\n", "not valid TOML"),
+        # Regression (issue 22): tile_size 64 with overlap 0.89 passed and took detect to 8.5 GB.
+        ('[detector]\ntile_size = 64\n', "'detector.tile_size'"),
+        ('[detector]\ntile_overlap = 0.89\n', "'detector.tile_overlap'"),
     ],
 )
 def test_bad_config_is_one_clear_error(write_config, text: str, message: str) -> None:

@@ -185,3 +185,22 @@ def test_overlapping_guesses_of_different_height_merge() -> None:
     assert [tuple(map(int, r[:4])) for r in merge_line_fragments(boxes)] == [(484, 2, 737, 40)]
     touching = np.array([[0, 10, 50, 20, 0.9], [50, 0, 90, 30, 0.9]], dtype=np.float32)
     assert len(merge_line_fragments(touching)) == 2  # a small label beside big text stays apart
+
+
+def test_a_huge_frame_gets_bounded_tiles_and_bounded_passes(tmp_path: Path) -> None:
+    """Regression (issue 22): a 10000x10000 image put every 640 px tile (400) into one
+    forward (88 s, 6.9 GB). Now at most MAX_TILES tiles, and at most MAX_FORWARD views a pass."""
+    from textwatch.detect import runtime
+
+    detector = Detector(constant_model(tmp_path, objectness_logit=-3.0).model_copy(update={"tiling": "auto"}))
+    frame = np.zeros((10000, 10000, 3), np.uint8)
+    regions = detector._regions(frame)
+    assert 1 < len(regions) <= 1 + runtime.MAX_TILES
+    covered = np.zeros((100, 100), bool)  # every part of the frame is in some tile (1/100 resolution)
+    for x1, y1, x2, y2 in regions[1:]:
+        covered[y1 // 100 : -(-y2 // 100), x1 // 100 : -(-x2 // 100)] = True
+    assert covered.all()
+    passes = []
+    detector.net.forward = lambda blob, real=detector.net.forward: passes.append(len(blob)) or real(blob)
+    detector._forward([np.zeros((detector.input_size[1], detector.input_size[0], 3), np.uint8)] * 40)
+    assert max(passes) <= runtime.MAX_FORWARD and sum(passes) == 40

@@ -26,6 +26,8 @@ from textwatch.log import get_logger
 
 CUT_PENALTY = 0.5  # score factor of a box its tile cut (see cut_by_tile)
 EDGE_PX = 1.5  # a box this close to an inner tile edge touches it
+MAX_TILES = 48  # tiles per frame at most (a 1280x720 frame has 6); larger frames get larger tiles
+MAX_FORWARD = 16  # views per network pass at most: bounds the memory of one forward
 
 CUDA_BUILD_HINT = (
     "PyPI's opencv-python-headless has no CUDA: install an OpenCV built with WITH_CUDA, WITH_CUDNN and "
@@ -237,17 +239,30 @@ class Detector:
         return views, inputs
 
     def _regions(self, frame: np.ndarray) -> list[Box]:
+        """The whole frame, plus tiles when tiling applies: at most MAX_TILES of them. A frame
+        that would need more (a 10000 px image) gets larger tiles instead, so the work per frame
+        stays bounded (regression: every tile of a 10000x10000 image in one forward, 6.9 GB)."""
         h, w = frame.shape[:2]
         whole = [(0, 0, w, h)]
         s = self.settings
         larger = max(w, h) > s.tile_size * 1.25
         if s.tiling == "off" or (s.tiling == "auto" and not larger):
             return whole
-        parts = tiles(w, h, s.tile_size, s.tile_overlap)
+        size = s.tile_size
+        parts = tiles(w, h, size, s.tile_overlap)
+        while len(parts) > MAX_TILES:
+            size = int(size * 1.25) + 1
+            parts = tiles(w, h, size, s.tile_overlap)
         return whole + [p for p in parts if p != whole[0]]
 
     def _forward(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """Rows [cx, cy, w, h, objectness, class scores...] per view, normalised to the net input."""
+        rows: list[np.ndarray] = []
+        for start in range(0, len(inputs), MAX_FORWARD):  # bounded memory: at most MAX_FORWARD views a pass
+            rows += self._forward_once(inputs[start : start + MAX_FORWARD])
+        return rows
+
+    def _forward_once(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         width, height = self.input_size
         blob = cv2.dnn.blobFromImages(inputs, 1 / 255.0, (width, height), swapRB=True, crop=False)
         outputs = self.net.forward(blob)
