@@ -1,6 +1,6 @@
 """The change gate's pieces (detect/gate.py) without a network: what counts as change, which views
 are chosen, its config and its stats on the wire. The gate with the shipped detector, on clips, is in
-process/test_gate.py."""
+process/test_gate_detector.py."""
 
 from __future__ import annotations
 
