@@ -231,7 +231,7 @@ class GateSettings(Strict):
     enabled: bool = Field(
         True,
         description="detect only the tiles that changed since they were last detected and carry the others' boxes "
-        "(a still 720p scene: ~1/50 of the detector's time, docs/benchmarks.md); off = detect every tile of every frame",
+        "(a still 720p scene: ~1/19 of detect's CPU per frame, docs/benchmarks.md); off = detect every tile of every frame",
     )
     threshold: int = Field(
         24, ge=1, le=255,
