@@ -14,7 +14,7 @@ from pathlib import Path
 
 from textwatch import __version__
 from textwatch.config import Settings, load_settings
-from textwatch.errors import ExitCode, TextwatchError
+from textwatch.errors import ExitCode, InputMissing, TextwatchError
 from textwatch.log import get_logger, setup_logging
 
 
@@ -53,7 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--scheduling", choices=["on", "off", "both"], default="on",
                       help="OCR only of new, changed or due tracks (off: every crop, tracking still on); "
                       "both = two runs side by side, their OCR ratio and consolidated text compared")
+    pipe.add_argument("--gating", choices=["on", "off", "both"], default="both",
+                      help="change-gated detection (cameras.gate) on, off, or both: runs side by side, their "
+                      "detector time per frame and consolidated text compared")
     pipe.set_defaults(handler=cmd_bench_pipeline)
+    gate = bench_sub.add_parser("gate", help="clips replayed frame by frame with change gating on and off; same texts?")
+    gate.add_argument("clips", type=Path, nargs="*", help="video files (default: the bundled sample and ../shared/eval/videos)")
+    gate.add_argument("-c", "--config", type=Path)
+    gate.add_argument("--step", type=int, default=1, help="replay every STEP-th frame")
+    gate.set_defaults(handler=cmd_bench_gate)
     soak = bench_sub.add_parser("soak", help="the daemon on the looped sample video for minutes; RSS of every process over time")
     soak.add_argument("-c", "--config", type=Path)
     soak.add_argument("--minutes", type=float, default=30.0, help="measured duration after warm-up")
@@ -226,16 +234,38 @@ def cmd_bench_ocr(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_pipeline(args: argparse.Namespace) -> int:
-    from textwatch.tools.bench import bench_pipeline, compare_runs
+    from textwatch.tools.bench import bench_pipeline, compare_gating, compare_runs
 
     settings = checked_settings(args)
     modes = [True, False] if args.scheduling == "both" else [args.scheduling == "on"]
+    gatings = [True, False] if args.gating == "both" else [args.gating == "on"]
     runs = [
-        bench_pipeline(settings, seconds=args.seconds, fast=args.fast, fps=args.fps, scene=args.scene, scheduling=mode)
+        bench_pipeline(
+            settings, seconds=args.seconds, fast=args.fast, fps=args.fps, scene=args.scene, scheduling=mode, gating=gating
+        )
         for mode in modes
+        for gating in gatings
     ]
-    result: dict[str, object] = runs[0] if len(runs) == 1 else {"runs": runs, **compare_runs(*runs)}
+    result: dict[str, object] = {"runs": runs}
+    if len(runs) == 1:
+        result = runs[0]
+    elif len(gatings) == 2:
+        result["gating"] = [compare_gating(runs[i], runs[i + 1]) for i in range(0, len(runs), 2)]
+    else:
+        result.update(compare_runs(*runs))
     print(json.dumps(result, indent=2))
+    return ExitCode.OK
+
+
+def cmd_bench_gate(args: argparse.Namespace) -> int:
+    from textwatch.tools.bench import bench_gate, default_clips
+
+    settings = checked_settings(args)
+    clips = args.clips or default_clips()
+    for clip in clips:
+        if not clip.is_file():
+            raise InputMissing(f"bench gate: no such clip: {clip}")
+    print(json.dumps(bench_gate(settings, clips, max(1, args.step)), indent=2))
     return ExitCode.OK
 
 

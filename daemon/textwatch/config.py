@@ -239,6 +239,49 @@ def redact_userinfo(url: str) -> str:
     return f"{scheme}://***@{rest.split('/', 1)[0].rpartition('@')[2]}" + ("/" + rest.split("/", 1)[1] if "/" in rest else "")
 
 
+# ------------------------------------------------ change-gated detection (issue 16)
+
+
+class GateSettings(Strict):
+    enabled: bool = Field(
+        True,
+        description="detect only the tiles that changed since they were last detected and carry the others' boxes "
+        "(a still 720p scene: ~1/19 of detect's CPU per frame, docs/benchmarks.md); off = detect every tile of every frame",
+    )
+    threshold: int = Field(
+        24, ge=1, le=255,
+        description="grey levels (0-255) a pixel of the frame scaled to 320 px wide must change by, after each tile's "
+        "brightness shift is removed, to count as changed; higher = less sensitive to noise and flicker",
+    )
+    min_area: int = Field(
+        200, ge=1, le=10_000_000,
+        description="changed area (frame pixels) a tile needs to count as changed, e.g. 200 = a 14x14 patch; "
+        "higher = less sensitive",
+    )
+    full_detect_s: float = Field(
+        5.0, gt=0.0, le=3600.0,
+        description="every tile is detected at least this often, changed or not: the longest a change below the "
+        "thresholds goes unseen",
+    )
+    roi: list[int] = Field(
+        default_factory=list,
+        description="[x1, y1, x2, y2] in frame pixels: detect only inside this rectangle (gated or not), clipped "
+        "to the frame; [] = the whole frame",
+    )
+
+    @field_validator("roi")
+    @classmethod
+    def _rectangle(cls, value: list[int]) -> list[int]:
+        if not value:
+            return value
+        if len(value) != 4:
+            raise ValueError(f"roi {value} must be [x1, y1, x2, y2] or []")
+        x1, y1, x2, y2 = value
+        if min(value) < 0 or x2 <= x1 or y2 <= y1:
+            raise ValueError(f"roi {value} needs 0 <= x1 < x2 and 0 <= y1 < y2")
+        return value
+
+
 class CameraSettings(Strict):
     id: str = Field("sample", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="camera id, used in topics and metrics")
     url: str = Field(
@@ -259,6 +302,9 @@ class CameraSettings(Strict):
     )
     filters: FilterSettings = Field(
         default_factory=FilterSettings, description="normalisation and filters of this camera's text and boxes"
+    )
+    gate: GateSettings = Field(
+        default_factory=GateSettings, description="change-gated detection: only the tiles that changed are detected"
     )
 
     @field_validator("url")

@@ -128,6 +128,12 @@ class Exporter:
             "detect_batch_seconds", "Mean time of one batched forward over the last stats interval", "process"
         )
         self.crops_dropped = counter("crops_dropped", "Crops or results dropped, by reason", "process", "reason")
+        self.gate_frames = counter(
+            "gate_frames", "Frames by what the change gate did: detected, carried (no view detected), full, roi_empty",
+            "process", "outcome",
+        )
+        self.gate_views = counter("gate_views", "Detector views (whole frame, tiles): detected or carried", "process", "outcome")
+        self.detect_cpu_seconds = counter("detect_cpu_seconds", "CPU time of the detect process, all its threads", "process")
         # workers
         self.ocr_crops = counter("ocr_crops", "Crops read by a worker, by result status", "process", "status")
         self.ocr_seconds = counter("ocr_seconds", "Time a worker spent reading crops", "process")
@@ -288,6 +294,7 @@ class Exporter:
             for reason, count in stats.crops_dropped.items():
                 if NAME.match(reason):
                     yield _Observation(("crops_dropped", reason), float(count), self.crops_dropped, (name, reason))
+            yield from self._gate_observations(name, stats)
         if isinstance(stats, wire.MqttStats):
             for reason, count in stats.dropped.items():
                 if NAME.match(reason):
@@ -295,6 +302,17 @@ class Exporter:
         for camera, counters in cameras.items():
             for key, metric in self._camera_counters.items():
                 yield _Observation(("camera", camera, key), float(getattr(counters, key)), metric, (camera,))
+
+    def _gate_observations(self, name: str, stats: wire.DetectStats) -> Iterable[_Observation]:
+        """The change gate's counters (issue 16) and the detect process's CPU time."""
+        for key, count in stats.gate.items():
+            kind, _, outcome = key.partition("_")
+            metric = {"frames": self.gate_frames, "views": self.gate_views}.get(kind)
+            if key == "roi_empty":
+                metric, outcome = self.gate_frames, key
+            if metric is not None and NAME.match(outcome):
+                yield _Observation(("gate", key), float(count), metric, (name, outcome))
+        yield _Observation(("cpu_ms_total",), stats.cpu_ms_total * 0.001, self.detect_cpu_seconds, (name,))
 
     def _cameras(self, stats: wire.Stats) -> dict[str, wire.CameraStats]:
         """detect's cameras that the config knows; any other is ignored and counted (its id may be a URL)."""

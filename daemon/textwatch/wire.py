@@ -262,6 +262,10 @@ class DetectStats:
     rss_bytes: int | None = None  # absent where unknown (no /proc)
     role: str = "detect"
     v: int = SCHEMA_VERSION
+    # the change gate (detect/gate.py): frames_detected, frames_carried, frames_full, views_detected,
+    # views_carried, roi_empty; absent ({}) from a detect process that predates it
+    gate: dict[str, int] = field(default_factory=dict)
+    cpu_ms_total: float = 0.0  # CPU time of the whole detect process (all its threads), ms
 
 
 @dataclass(frozen=True)
@@ -370,6 +374,8 @@ def stats_from_dict(raw: dict[str, Any]) -> Stats:
                 detect_ms_avg=_amount(raw, "detect_ms_avg"), crops_dropped=_count_map(raw, "crops_dropped"),
                 cameras={camera: _camera_stats(value) for camera, value in _map(raw, "cameras").items()},
                 ocr_skipped=_count_map(raw, "ocr_skipped"), regions_ignored=_count_map(raw, "regions_ignored"),
+                gate=_count_map(raw, "gate") if "gate" in raw else {},
+                cpu_ms_total=_amount(raw, "cpu_ms_total") if "cpu_ms_total" in raw else 0.0,
             )
         if role == "worker":
             return WorkerStats(**common, **_counts_of(raw, WORKER_COUNTS), ocr_ms_total=_amount(raw, "ocr_ms_total"))

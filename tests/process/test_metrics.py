@@ -249,3 +249,19 @@ def test_run_status_in_process_reports_a_down_camera(capsys) -> None:
         exp.close()
     assert code == 1
     assert "down" in capsys.readouterr().out
+
+
+def test_the_change_gate_counts_frames_and_views_by_outcome() -> None:
+    exp = exporter()
+    for carried in (10, 40):
+        payload = detect_payload(carried + 2)
+        payload["gate"] = {"frames_detected": 2, "frames_carried": carried, "frames_full": 1, "views_detected": 9,
+                           "views_carried": 7 * carried + 5, "roi_empty": 0}
+        payload["cpu_ms_total"] = 100.0 * carried
+        exp.observe_stats(wire.stats_from_dict(payload), T0 + carried)
+    assert value(exp, "gate_frames_total", process="detect-0", outcome="carried") == 40
+    assert value(exp, "gate_frames_total", process="detect-0", outcome="detected") == 2
+    assert value(exp, "gate_frames_total", process="detect-0", outcome="full") == 1
+    assert value(exp, "gate_frames_total", process="detect-0", outcome="roi_empty") == 0
+    assert value(exp, "gate_views_total", process="detect-0", outcome="carried") == 285
+    assert value(exp, "detect_cpu_seconds_total", process="detect-0") == pytest.approx(4.0)

@@ -53,3 +53,17 @@ def test_by_length_splits_the_ratio_by_characters_per_crop() -> None:
     assert rows[0]["tesserocr_ms_per_crop"] == 3.0 and rows[0]["ratio"] == 33.3
     assert rows[2]["ratio"] == 11.0
     assert engine_ratio(fast, slow) == round(0.416 / 0.022, 1)
+
+
+def test_compare_gating_reports_ratios_latencies_and_text_differences() -> None:
+    def run(fps: float, ms: float, cpu: float, p50: float, texts: list[str]) -> dict:
+        return {"scheduling": True, "frames_per_s": fps, "detect_ms_per_frame": ms, "detect_cpu_ms_per_frame": cpu,
+                "frame_latency_ms": {"p50": p50, "p99": 2 * p50}, "consolidated_text": texts}
+
+    from textwatch.tools.bench import compare_gating
+
+    result = compare_gating(run(10.0, 10.0, 20.0, 100.0, ["A", "B"]), run(5.0, 200.0, 400.0, 300.0, ["A", "B"]))
+    assert result["frames_per_s_on_to_off"] == 2.0
+    assert result["detect_ms_per_frame_off_to_on"] == 20.0 and result["detect_cpu_per_frame_off_to_on"] == 20.0
+    assert result["frame_latency_p50_on_off"] == [100.0, 300.0] and result["same_consolidated_text"] is True
+    assert compare_gating(run(1, 1, 1, 1, ["A"]), run(1, 1, 1, 1, ["B"]))["only_without_gating"] == ["B"]

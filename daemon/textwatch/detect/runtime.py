@@ -226,6 +226,35 @@ class Detector:
             per_frame[view.frame].append(self._view_boxes(view, rows))
         return [self._finish(np.concatenate(parts), frame) for parts, frame in zip(per_frame, frames)]
 
+    # Change gating (detect/gate.py): some views of a frame now, merged with the boxes other views gave before.
+    # detect_batch(frames) == [finish_views(c, f) for c, f in zip(detect_views(frames, every view), frames)].
+
+    def view_regions(self, width: int, height: int) -> list[Box]:
+        """The views of a width x height frame in frame pixels: the whole frame first, then its tiles."""
+        return self._regions(np.broadcast_to(np.uint8(0), (height, width)))  # only the shape is read
+
+    def detect_views(self, frames: list[np.ndarray], chosen: list[list[int]]) -> list[list[np.ndarray]]:
+        """The candidate boxes ([x1, y1, x2, y2, score] rows in frame pixels) of the chosen views of each
+        frame (indices into view_regions), with one batched forward over all of them."""
+        width, height = self.input_size
+        views, inputs = [], []
+        for index, (frame, wanted) in enumerate(zip(frames, chosen)):
+            regions = self._regions(frame)
+            for region in (regions[i] for i in wanted):
+                x1, y1, x2, y2 = region
+                image, box = letterbox(frame[y1:y2, x1:x2], width, height)
+                views.append(View(index, region, box, (frame.shape[1], frame.shape[0])))
+                inputs.append(image)
+        per_frame: list[list[np.ndarray]] = [[] for _ in frames]
+        if inputs:
+            for view, rows in zip(views, self._forward(inputs)):
+                per_frame[view.frame].append(self._view_boxes(view, rows))
+        return per_frame
+
+    def finish_views(self, candidates: list[np.ndarray], frame: np.ndarray) -> list[Detection]:
+        """A frame's detections from the candidates of all its views, as detect_batch merges them."""
+        return self._finish(np.concatenate(candidates).reshape(-1, 5), frame)
+
     def _views(self, frames: list[np.ndarray]) -> tuple[list[View], list[np.ndarray]]:
         """The whole frame of each frame, plus its tiles when tiling applies."""
         width, height = self.input_size

@@ -192,10 +192,13 @@ def _supervise(settings: object) -> None:
 
 
 def pipeline_settings(
-    settings: Settings, video: Path, fast: bool, fps: float, runtime: Path, port: int, scheduling: bool
+    settings: Settings, video: Path, fast: bool, fps: float, runtime: Path, port: int, scheduling: bool,
+    gating: bool = True,
 ) -> Settings:
-    """The bench's variant of a config: one camera on `video`, private sockets, no metrics port."""
-    camera = CameraSettings(id="bench", url=str(video), loop=True, realtime=not fast, max_fps=fps)
+    """The bench's variant of a config: one camera on `video` (the config's first camera's change gate,
+    on or off), private sockets, no metrics port."""
+    gate = settings.cameras[0].gate.model_copy(update={"enabled": gating})
+    camera = CameraSettings(id="bench", url=str(video), loop=True, realtime=not fast, max_fps=fps, gate=gate)
     bus = settings.bus.model_copy(update={
         "runtime_dir": runtime, "publish": f"tcp://127.0.0.1:{port}", "pool": "",
         # loopback only, read by this process: no CURVE even when the config has keys
@@ -240,7 +243,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 def bench_pipeline(
     settings: Settings, seconds: float, fast: bool, fps: float, scene: str = "sample", scheduling: bool = True,
-    warmup: float = 5.0,
+    warmup: float = 5.0, gating: bool = True,
 ) -> dict[str, object]:
     """Run the daemon on the bundled 1280x720 sample video and measure it from a subscriber.
 
@@ -250,11 +253,14 @@ def bench_pipeline(
     scheduling modes, so `consolidated_text` (the daemon's own track texts)
     compares what the scene reads with and without OCR scheduling.
     """
-    with running_daemon(settings, scene, fast, fps, scheduling) as (sub, _, run_settings):
+    with running_daemon(settings, scene, fast, fps, scheduling, gating) as (sub, _, run_settings):
         messages = _collect(sub, seconds, warmup)
     window = [message for message in messages if message[0] >= 0]
     summary = _summarise(window, seconds, fast, fps, run_settings)
-    return {"scene": scene, "scheduling": scheduling, **summary, "consolidated_text": tracked_texts(messages)}
+    return {
+        "scene": scene, "scheduling": scheduling, "gating": gating, **summary, **_gate_summary(window),
+        "consolidated_text": tracked_texts(messages),
+    }
 
 
 def tracked_texts(messages: list[tuple[float, str, dict]]) -> list[str]:
@@ -296,7 +302,7 @@ def compare_runs(on: dict[str, Any], off: dict[str, Any]) -> dict[str, object]:
 
 @contextmanager
 def running_daemon(
-    settings: Settings, scene: str, fast: bool, fps: float, scheduling: bool
+    settings: Settings, scene: str, fast: bool, fps: float, scheduling: bool, gating: bool = True
 ) -> Iterator[tuple[Any, Any, Settings]]:
     """The daemon (as `textwatch run` runs it) on a looped scene, and a SUB on its bus, for the bench."""
     import multiprocessing as mp
@@ -310,7 +316,7 @@ def running_daemon(
         port = probe.getsockname()[1]
     with tempfile.TemporaryDirectory(prefix="textwatch-bench-") as runtime:
         video = scene_video(scene, Path(runtime), fps)
-        run_settings = pipeline_settings(settings, video, fast, fps, Path(runtime), port, scheduling)
+        run_settings = pipeline_settings(settings, video, fast, fps, Path(runtime), port, scheduling, gating)
         context = zmq.Context()
         topics = ("frame.", "text.", wire.TOPIC_STATS, "track.")
         sub = bus.subscriber(context, run_settings.bus.publish, topics, rcvhwm=BENCH_RCVHWM)
@@ -414,6 +420,41 @@ def _summarise(messages: list[tuple[float, str, dict]], seconds: float, fast: bo
         "workers": len([p for p in stats if p.startswith("ocr-")]),
         "detector": f"{settings.detector.cfg.name} backend={settings.detector.backend} tiling={settings.detector.tiling}",
         "machine": machine(),
+    }
+
+
+def _gate_summary(messages: list[tuple[float, str, Any]]) -> dict[str, object]:
+    """What the change gate did in the window, and the detect step's time and detect's CPU per frame."""
+    span = _detect_span(messages)
+    if span is None or span[1][1].frames <= span[0][1].frames:
+        return {"gate": {}, "detect_ms_per_frame": float("nan"), "detect_cpu_ms_per_frame": float("nan")}
+    (_, first), (_, last) = span
+    frames = last.frames - first.frames
+    return {
+        "gate": {key: value - first.gate.get(key, 0) for key, value in last.gate.items()},
+        "detect_ms_per_frame": round((last.detect_ms_total - first.detect_ms_total) / frames, 1),
+        "detect_cpu_ms_per_frame": round((last.cpu_ms_total - first.cpu_ms_total) / frames, 1),
+    }
+
+
+def compare_gating(on: dict[str, Any], off: dict[str, Any]) -> dict[str, object]:
+    """Gating on against off: frames/s, detector time and CPU per frame, latency, and the same texts?"""
+    from collections import Counter
+
+    only_on = Counter(on["consolidated_text"]) - Counter(off["consolidated_text"])
+    only_off = Counter(off["consolidated_text"]) - Counter(on["consolidated_text"])
+    return {
+        "scheduling": on["scheduling"],
+        "frames_per_s_on_to_off": round(on["frames_per_s"] / max(0.01, off["frames_per_s"]), 2),
+        "detect_ms_per_frame_off_to_on": round(off["detect_ms_per_frame"] / max(0.01, on["detect_ms_per_frame"]), 1),
+        "detect_cpu_per_frame_off_to_on": round(
+            off["detect_cpu_ms_per_frame"] / max(0.01, on["detect_cpu_ms_per_frame"]), 1
+        ),
+        "frame_latency_p50_on_off": [on["frame_latency_ms"]["p50"], off["frame_latency_ms"]["p50"]],
+        "frame_latency_p99_on_off": [on["frame_latency_ms"]["p99"], off["frame_latency_ms"]["p99"]],
+        "same_consolidated_text": not only_on and not only_off,
+        "only_with_gating": sorted(only_on.elements()),
+        "only_without_gating": sorted(only_off.elements()),
     }
 
 
@@ -629,3 +670,96 @@ def rss_growth(samples: list[dict[str, object]], seconds: float, window: float =
         a, b = float(np.mean(first)), float(np.mean(last))
         growth[name] = {"first_min_mb": round(a, 1), "last_min_mb": round(b, 1), "growth_pct": round(100 * (b - a) / a, 2)}
     return growth
+
+
+# ---------------------------------------------------------------- change gating: clips replayed on and off (issue 16)
+
+
+def replay_clip(settings: Settings, clip: Path, gated: bool, step: int = 1, limit: int | None = None) -> dict[str, Any]:
+    """Every `step`-th frame of a clip, in order, through the change gate (on or off), the detector, the
+    tracker's plan and OCR, in this process; the consolidated track texts and what the gate did.
+
+    Deterministic where the daemon is not (no frame is skipped for being late), so gating on and off see
+    the same frames and their consolidated texts can be compared exactly. Frame times are the clip's
+    (seq / fps), so `full_detect_s`, `refresh_s` and `max_age_s` run on the clip's clock.
+    """
+    import cv2
+
+    from textwatch.capture import Frame
+    from textwatch.detect.gate import GatedDetector, GateFrame
+    from textwatch.detect.geometry import crop
+    from textwatch.detect.runtime import make_detector
+    from textwatch.tracking.consolidate import Consolidator
+    from textwatch.tracking.plan import RegionPlanner
+
+    base = settings.cameras[0]
+    camera = base.model_copy(update={"id": "replay", "gate": base.gate.model_copy(update={"enabled": gated})})
+    run = settings.model_copy(update={"cameras": [camera], "tracking": settings.tracking.model_copy(update={"enabled": True})})
+    detector = GatedDetector(make_detector(run.detector), {camera.id: camera.gate})
+    planner, consolidator = RegionPlanner(run), Consolidator(run.consolidation, camera.filters)
+    recognizer = make_recognizer(run.ocr, camera.ocr_engine)
+    capture = cv2.VideoCapture(str(clip))
+    if not capture.isOpened():
+        raise TextwatchError(f"bench gate: cannot open {clip}")
+    fps = capture.get(cv2.CAP_PROP_FPS) or 10.0
+    latest: dict[int, str] = {}
+    frames, reads, detect_s = 0, 0, 0.0
+    try:
+        for seq in range(limit if limit is not None else 1 << 30):
+            ok, image = capture.read()
+            if not ok:
+                break
+            if seq % step:
+                continue
+            frame = Frame(camera.id, seq, seq / fps, image)
+            start = time.perf_counter()
+            detections = detector.detect_batch([GateFrame(camera.id, frame.ts, image)])[0]
+            detect_s += time.perf_counter() - start
+            frames += 1
+            for detection, track in planner.plan(frame, detections).reads:
+                reads += 1
+                reading = recognizer.read(crop(image, detection.box), detection.line_height, camera.filters.charset)
+                change = consolidator.add(track, reading.text, reading.confidence, frame.ts) if reading.status == "text" else None
+                if change is not None and track is not None:
+                    latest[track] = change.text or ""
+    finally:
+        capture.release()
+        recognizer.close()
+    return {
+        "clip": clip.name,
+        "gating": gated,
+        "frames": frames,
+        "ocr_reads": reads,
+        "detect_ms_per_frame": round(1000 * detect_s / max(1, frames), 1),
+        "gate": detector.counters.as_dict(),
+        "consolidated_text": sorted(text for text in latest.values() if text),
+    }
+
+
+def default_clips() -> list[Path]:
+    """The bundled sample and, where ../shared is present, the real clips of ../shared/eval/videos."""
+    root = Path(__file__).resolve().parents[3]
+    shared = sorted((root.parent / "shared" / "eval" / "videos").glob("*.*"))
+    return [Path(__file__).parents[1] / "data" / "sample.mp4"] + [p for p in shared if p.suffix in (".mp4", ".avi")]
+
+
+def bench_gate(settings: Settings, clips: list[Path], step: int = 1) -> dict[str, object]:
+    """Each clip replayed with gating on and off: detector time per frame and whether the texts agree."""
+    rows = []
+    for clip in clips:
+        on, off = replay_clip(settings, clip, True, step), replay_clip(settings, clip, False, step)
+        only_on = sorted(set(on["consolidated_text"]) - set(off["consolidated_text"]))
+        only_off = sorted(set(off["consolidated_text"]) - set(on["consolidated_text"]))
+        rows.append({
+            "clip": clip.name,
+            "frames": on["frames"],
+            "detect_ms_per_frame_on": on["detect_ms_per_frame"],
+            "detect_ms_per_frame_off": off["detect_ms_per_frame"],
+            "detect_time_ratio_off_to_on": round(off["detect_ms_per_frame"] / max(0.01, on["detect_ms_per_frame"]), 1),
+            "gate": on["gate"],
+            "same_consolidated_text": on["consolidated_text"] == off["consolidated_text"],
+            "texts": len(off["consolidated_text"]),
+            "only_with_gating": only_on,
+            "only_without_gating": only_off,
+        })
+    return {"benchmark": "gate", "clips": rows, "machine": machine()}
