@@ -12,8 +12,9 @@ around each box, after the detector and before padding:
 * `refine_ends`: each row's left and right ends move to where its ink ends,
   looking up to `REACH` line heights beyond the box; gaps narrower than
   `MAX_GAP` line heights (word spaces) join ink into one line, wider ones
-  and vertical rules (strokes that run on above and below the row: window
-  frames, table rules) end it.
+  end it, and so do vertical rules (strokes that run on above and below the
+  row: window frames, table rules) and anything with ink just above and
+  just below the row (a plate's frame, the car around it).
 
 Both only ever act on clear evidence: a band without a clear background
 (textured scenes, where Otsu's threshold finds no text/background split) is
@@ -35,6 +36,8 @@ MAX_GAP = 0.9  # an empty run of columns this wide (line heights) ends a line; w
 ROUNDS = 4  # a line may be followed this many REACHes beyond the detector's box
 SHRINK = 1.0  # the most an end may move inwards, in line heights (faint ink the threshold missed)
 RULE_REACH = 0.4  # a stroke that runs this far (line heights) above and below the row is a rule, not a glyph
+CROSS_STRIP = 0.25  # the strips above and below a row looked at for strokes crossing it (line heights)
+SOLID_FILL = 0.8  # ... "full": at least this share of the row's middle rows is ink
 SOLID = 0.35  # a run of full-height "ink" columns wider than this (line heights) is a surface, not text
 MIN_BACKGROUND = 0.15  # a band needs at least this share of empty columns to be refined at all
 CORE = 0.2  # the top and bottom share of a row left out of its column profile (neighbours' ascenders)
@@ -108,7 +111,11 @@ def refine_once(gray: npt.NDArray[np.uint8], box: Box) -> Box:
     columns = core.any(axis=0)
     if 1.0 - float(columns.mean()) < MIN_BACKGROUND:
         return box  # no clear background: nothing to measure the ends against
-    rules = vertical_rules(gray, (bx1, y1, bx2, y2), ink, (threshold, ink_is_dark)) | solid_runs(ink, h)
+    rules = (
+        vertical_rules(gray, (bx1, y1, bx2, y2), ink, (threshold, ink_is_dark))
+        | solid_runs(core, h)
+        | crossing(gray, (bx1, y1, bx2, y2), (threshold, ink_is_dark))
+    )
     columns &= ~rules
     left, right = _ink_extent(columns, rules, x1 - bx1, x2 - bx1, h)
     if left is None or right is None:
@@ -142,11 +149,27 @@ def vertical_rules(
     return through & above & below
 
 
+def crossing(gray: npt.NDArray[np.uint8], band: Box, rule: tuple[float, bool]) -> npt.NDArray[np.bool_]:
+    """Columns with ink in the strips just above *and* just below the row (CROSS_STRIP line
+    heights each): something that crosses the row, such as a plate's frame or the car around
+    it, a table's cell border or a photo's edge; a glyph has an ascender or a descender, not
+    both, and neighbouring lines keep a gap."""
+    bx1, y1, bx2, y2 = band
+    strip = max(1, math.ceil(CROSS_STRIP * (y2 - y1)))
+    if y1 - strip < 0 or y2 + strip > gray.shape[0]:
+        return np.zeros(bx2 - bx1, dtype=bool)  # at the frame's edge: cannot tell
+    threshold, ink_is_dark = rule
+    above, below = gray[y1 - strip : y1, bx1:bx2], gray[y2 : y2 + strip, bx1:bx2]
+    if ink_is_dark:
+        return (above <= threshold).any(axis=0) & (below <= threshold).any(axis=0)
+    return (above > threshold).any(axis=0) & (below > threshold).any(axis=0)
+
+
 def solid_runs(ink: npt.NDArray[np.bool_], h: int) -> npt.NDArray[np.bool_]:
-    """Columns inside runs of "ink" from top to bottom of the row wider than SOLID x h: no glyph
+    """Columns inside runs of "ink" filling the row's middle (SOLID_FILL) wider than SOLID x h: no glyph
     is that wide and solid, so it is a surface of the text's colour (the page around a dark
     subtitle plate, a filled bar), which ends the line like a rule."""
-    full = ink.mean(axis=0) >= 0.95
+    full = ink.mean(axis=0) >= SOLID_FILL
     out = np.zeros_like(full)
     start = None
     for x, on in enumerate([*full.tolist(), False]):
