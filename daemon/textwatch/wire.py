@@ -331,6 +331,7 @@ class HistoryStats:
     v: int = SCHEMA_VERSION
 
 
+@dataclass(frozen=True)
 class MqttStats:
     """stats from the MQTT bridge: bus messages in, MQTT messages out, and every message dropped, by reason."""
 
