@@ -395,7 +395,7 @@ class BusSettings(Strict):
         if self.pool and not self.publish.startswith("ipc://"):
             pool_host, pool_port = tcp_endpoint(self.pool, "bus.pool")
             host, port = tcp_endpoint(self.publish, "bus.publish")
-            if port in (pool_port, pool_port + 1) and hosts_may_clash(host, pool_host):
+            if port and port in (pool_port, pool_port + 1) and hosts_may_clash(host, pool_host):
                 raise ValueError(
                     f"bus.publish {self.publish} uses a port of bus.pool {self.pool} (crops on PORT, results on PORT+1)"
                 )
@@ -437,8 +437,8 @@ def tcp_endpoint(endpoint: str, key: str) -> tuple[str, int]:
     if not match:
         raise ValueError(f"{key} {endpoint!r} is not tcp://HOST:PORT (or ipc://PATH for bus.publish)")
     port = int(match.group(2))
-    if not 1 <= port <= 65535:
-        raise ValueError(f"{key} {endpoint}: port {port} is outside 1..65535")
+    if not 0 <= port <= 65535:  # 0: any free port (ZeroMQ picks one; tests and tools use it)
+        raise ValueError(f"{key} {endpoint}: port {port} is outside 0..65535")
     return match.group(1).strip("[]"), port
 
 
@@ -690,7 +690,7 @@ class Settings(Strict):
             pool_host, pool_port = tcp_endpoint(self.bus.pool, "bus.pool")
             taken += [("bus.pool", pool_host, pool_port), ("bus.pool results (PORT+1)", pool_host, pool_port + 1)]
         for key, other_host, other_port in taken:
-            if port == other_port and hosts_may_clash(host, other_host):
+            if port and port == other_port and hosts_may_clash(host, other_host):
                 raise ValueError(f"metrics.listen {self.metrics.listen} uses the port of {key}")
         return self
 

@@ -33,6 +33,7 @@ from support.subscriber import Subscriber, event_is, text_is
 from support.wait import wait_until
 from textwatch import wire
 from textwatch.capture import BACKOFF_JITTER
+from textwatch.errors import ExitCode
 
 pytestmark = pytest.mark.slow
 TEXT = "FAULT 17"
@@ -184,27 +185,17 @@ def truncated_mp4(path: Path, tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("make", [corrupt, truncated_mp4], ids=["corrupt", "truncated-mp4"])
-def test_an_undecodable_file_is_a_source_down_not_a_crash_loop(tmp_path: Path, make) -> None:
+def test_an_undecodable_file_is_refused_at_start_with_one_line(tmp_path: Path, make) -> None:
+    """Issue 22: an undecodable file passed `check`, and `run` then reopened it forever (backed
+    off, as a source down). `run` checks first, so it now exits 78 naming the camera; a file
+    that goes bad while running is still a source down (capture.py, `_file_ended`)."""
+    from support.cli import run_cli
+
     video = make(tmp_path / "bad.mp4", tmp_path)
     config = daemon_config(tmp_path, str(video), loop=True, reconnect_min_s=0.2, reconnect_max_s=1.0)
-    with Subscriber(publish_endpoint(config), topics=("event.", "stats")) as sub, Daemon(config) as daemon:
-        # the first source_down may go out before our subscription reaches detect: the log has it
-        sub.wait_for(lambda t, b: stats_of("detect-0")(t, b) and b["cameras"]["cam1"]["reconnects"] >= 1, timeout=60)
-        before = pids(daemon)
-        # Stats from 4 s later (several reopen attempts at the capped backoff) that count at least
-        # 3 of them: under load they come later, never sooner (this was a fixed 4 s sleep).
-        later = time.time() + 4.0
-        _, stats = sub.wait_for(
-            lambda t, b: stats_of("detect-0", since=later)(t, b) and b["cameras"]["cam1"]["reconnects"] >= 3, timeout=20
-        )
-        children_unchanged(daemon, before)
-        camera = stats["cameras"]["cam1"]
-        assert camera["up"] is False and camera["frames_read"] == 0
-        assert 3 <= camera["reconnects"] <= 15, camera  # backed off (0.2 .. 1 s): never a hot loop
-        down = [e for e in daemon.log_events() if e.get("event") == "source_down"]
-        assert len(down) == 1, down  # one outage, one event, however many reopens
-        assert down[0]["reason"] == "no frame could be decoded" or down[0]["reason"].startswith("open failed"), down
-        assert daemon.terminate(timeout=20) == 0
+    result = run_cli("run", "-c", str(config), timeout=120)
+    assert result.returncode == ExitCode.CONFIG, result.stderr
+    assert result.stderr.count("\n") == 1 and "no frame OpenCV can decode: cam1" in result.stderr, result.stderr
 
 
 def to_ts(mp4: Path) -> Path:

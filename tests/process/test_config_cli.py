@@ -64,7 +64,7 @@ def check_fails_with(config: Path, expected: str) -> None:
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
-        ('publish = "tcp://127.0.0.1:99999"', "port 99999 is outside 1..65535"),
+        ('publish = "tcp://127.0.0.1:99999"', "port 99999 is outside 0..65535"),
         ('publish = "tcp://127.0.0.1:6001"\npool = "tcp://127.0.0.1:6000"', "uses a port of bus.pool"),
         ('pool = "tcp://127.0.0.1:65535"', "PORT+1, which must be at most 65535"),
         ('publish = "udp://127.0.0.1:5"', "is not tcp://HOST:PORT"),

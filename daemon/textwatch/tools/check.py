@@ -90,7 +90,9 @@ def check_ports(settings: Settings) -> None:
         wanted += [("bus.pool", host, port), ("bus.pool results (PORT+1)", host, port + 1)]
     if settings.metrics.enabled:
         wanted.append(("metrics.listen", *settings.metrics.address()))
-    busy = [f"{key} port {port} on {host}: {reason}" for key, host, port in wanted if (reason := bind_fails(host, port))]
+    busy = [
+        f"{key} port {port} on {host}: {reason}" for key, host, port in wanted if port and (reason := bind_fails(host, port))
+    ]
     if busy:
         raise ConfigError("cannot bind " + "; ".join(busy))
 
