@@ -11,7 +11,7 @@ track. `MediaSender` makes both, in the detect process, at a bounded rate:
                        new, changed or clearly better, so these are its best views)
 
 A picture over its camera's rate is not encoded at all and is counted
-(`crops_dropped.snapshot_rate`, `crops_dropped.crop_picture_rate` in detect's
+(`media_skipped.snapshot_rate`, `media_skipped.crop_picture_rate` in detect's
 stats). The messages are wire.encode_media's [topic, JSON header, JPEG]; the
 XPUB chain only carries them to the publisher while a subscriber wants them.
 """
@@ -68,7 +68,7 @@ class MediaSender:
         self.settings = settings
         self.snapshots = RateGate(settings.snapshot_fps)
         self.crops = RateGate(settings.crop_fps)
-        self.dropped: Counter[str] = Counter()  # by reason; merged into detect's crops_dropped
+        self.dropped: Counter[str] = Counter()  # by reason; detect's stats media_skipped
 
     def snapshot(
         self, camera: str, seq: int, ts: float, image: np.ndarray, boxes: list[tuple[tuple[int, int, int, int], int | None]],

@@ -128,6 +128,9 @@ class Exporter:
             "detect_batch_seconds", "Mean time of one batched forward over the last stats interval", "process"
         )
         self.crops_dropped = counter("crops_dropped", "Crops or results dropped, by reason", "process", "reason")
+        self.media_skipped = counter(
+            "media_skipped", "Pictures for the view and history not made over their rate, by reason", "process", "reason"
+        )
         self.gate_frames = counter(
             "gate_frames", "Frames by what the change gate did: detected, carried (no view detected), full, roi_empty",
             "process", "outcome",
@@ -294,6 +297,9 @@ class Exporter:
             for reason, count in stats.crops_dropped.items():
                 if NAME.match(reason):
                     yield _Observation(("crops_dropped", reason), float(count), self.crops_dropped, (name, reason))
+            for reason, count in stats.media_skipped.items():
+                if NAME.match(reason):
+                    yield _Observation(("media_skipped", reason), float(count), self.media_skipped, (name, reason))
             yield from self._gate_observations(name, stats)
         if isinstance(stats, wire.MqttStats):
             for reason, count in stats.dropped.items():

@@ -266,6 +266,9 @@ class DetectStats:
     # views_carried, roi_empty; absent ({}) from a detect process that predates it
     gate: dict[str, int] = field(default_factory=dict)
     cpu_ms_total: float = 0.0  # CPU time of the whole detect process (all its threads), ms
+    # pictures for the view and the history not made over their rate (media.py), by reason:
+    # snapshot_rate, crop_picture_rate. Not crops: OCR never missed anything for them.
+    media_skipped: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -377,6 +380,7 @@ def stats_from_dict(raw: dict[str, Any]) -> Stats:
                 ocr_skipped=_count_map(raw, "ocr_skipped"), regions_ignored=_count_map(raw, "regions_ignored"),
                 gate=_count_map(raw, "gate") if "gate" in raw else {},
                 cpu_ms_total=_amount(raw, "cpu_ms_total") if "cpu_ms_total" in raw else 0.0,
+                media_skipped=_count_map(raw, "media_skipped") if "media_skipped" in raw else {},
             )
         if role == "worker":
             return WorkerStats(**common, **_counts_of(raw, WORKER_COUNTS), ocr_ms_total=_amount(raw, "ocr_ms_total"))

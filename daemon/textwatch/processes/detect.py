@@ -228,10 +228,11 @@ class DetectProcess(Process):
             process=self.name, ts=time.time(), frames=counts.frames, batches=counts.batches,
             detect_ms_total=round(counts.detect_ms_total, 3),
             detect_ms_avg=round(counts.detect_ms_total / max(1, counts.batches), 2),
-            crops_sent=counts.crops_sent, crops_dropped=dict(counts.crops_dropped + self.media.dropped), cameras=cameras,
+            crops_sent=counts.crops_sent, crops_dropped=dict(counts.crops_dropped), cameras=cameras,
             ocr_skipped=self.planner.skipped(), regions_ignored=dict(self.planner.ignored),
             started=self.started, rss_bytes=rss_bytes(),
             gate=self.gated.counters.as_dict(), cpu_ms_total=round(time.process_time() * 1000, 1),
+            media_skipped=dict(self.media.dropped),
         )
         self._publish(encode_published(TOPIC_STATS, stats))
 
