@@ -110,3 +110,17 @@ def test_frame_notice_parsing_is_strict() -> None:
                 {"camera": "cam", "seq": "3", "ts": 1.5, "regions": 1, "sent": 1}):
         with pytest.raises(wire.WireError):
             wire.frame_notice_from_dict(bad)
+
+
+def test_a_huge_crop_is_scaled_down_before_it_is_read() -> None:
+    """Regression (issue 22): a legal 4096x4096 crop kept a worker in Tesseract for more than 90 s
+    at 2.8 GB, past ocr.timeout_ms. The worker reads at most MAX_READ_PIXELS, text height scaled alike."""
+    import numpy as np
+
+    from textwatch.recognize.reading import MAX_READ_PIXELS, bounded
+
+    crop, height = bounded(np.zeros((4096, 4096, 3), np.uint8), 400.0)
+    assert crop.shape[0] * crop.shape[1] <= MAX_READ_PIXELS and crop.shape[0] == crop.shape[1]
+    assert height is not None and abs(height - 400.0 * crop.shape[0] / 4096) < 1.0
+    small = np.zeros((40, 300), np.uint8)
+    assert bounded(small, 30.0) == (small, 30.0)

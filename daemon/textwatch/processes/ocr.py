@@ -42,6 +42,7 @@ from textwatch.metrics import rss_bytes
 from textwatch.processes import child
 from textwatch.processes.child import Process
 from textwatch.recognize import TIMEOUT, Reading, Recognizers
+from textwatch.recognize.reading import bounded
 
 DRAIN_QUIET_MS = 300  # on stop, a queue silent this long is considered empty
 POLL_MS = 200  # how often a quiet worker looks at its stop flag
@@ -187,10 +188,11 @@ class OcrWorker(Process):
     def read(self, engine: str | None, charset: str, group: list[tuple[wire.CropHeader, np.ndarray]]) -> list[Reading]:
         """Read one engine's crops; whatever goes wrong is a "failed" reading of each, published and
         counted, never a dead worker (an engine that cannot start, a bug on one crop)."""
-        pixels = [p[:, :, 0] if p.shape[2] == 1 else p for _, p in group]  # gray crops: HxW, not HxWx1
+        gray = [p[:, :, 0] if p.shape[2] == 1 else p for _, p in group]  # gray crops: HxW, not HxWx1
+        pixels, heights = zip(*(bounded(p, header.text_height) for p, (header, _) in zip(gray, group)))
         try:
             recognizer = self.recognizers.get(engine)
-            return recognizer.read_batch(pixels, charset, [header.text_height for header, _ in group])
+            return recognizer.read_batch(list(pixels), charset, list(heights))
         except Exception as err:  # noqa: BLE001 - logged with its traceback; the crops are failed, not lost
             self.log.exception("read_crashed", engine=engine or self.settings.ocr.engine)
             return [Reading("failed", error=f"{type(err).__name__}: {err}")] * len(group)

@@ -51,6 +51,23 @@ def better(first: Reading, second: Reading) -> Reading:
     return first
 
 
+MAX_READ_PIXELS = 2_000_000  # a crop larger than this is scaled down before any engine reads it
+
+
+def bounded(crop: np.ndarray, text_height: float | None) -> tuple[np.ndarray, float | None]:
+    """The crop scaled down to at most MAX_READ_PIXELS (aspect kept), with its text height scaled
+    alike. Regression (issue 22): a legal 4096x4096 crop kept a worker in Tesseract for more
+    than 90 s at 2.8 GB, past ocr.timeout_ms; no line of text needs that many pixels."""
+    h, w = crop.shape[:2]
+    if h * w <= MAX_READ_PIXELS:
+        return crop, text_height
+    import cv2
+
+    scale = (MAX_READ_PIXELS / (h * w)) ** 0.5
+    size = (max(1, int(w * scale)), max(1, int(h * scale)))
+    return cv2.resize(crop, size, interpolation=cv2.INTER_AREA), (text_height * scale if text_height else text_height)
+
+
 def is_blank(crop: np.ndarray) -> bool:
     """A crop without contrast holds no text; Tesseract would invent some ("ee") on it."""
     return float(crop.std()) < BLANK_STD
