@@ -58,6 +58,11 @@ class Running:
         db = sqlite3.connect(f"{self.database.as_uri()}?mode=ro", uri=True)
         try:
             return [row[0] for row in db.execute("SELECT text FROM tracks ORDER BY id")]
+        except sqlite3.OperationalError as err:
+            # Regression (fresh-clone run): the file exists a moment before the writer's schema does.
+            if "no such table" in str(err):
+                return []
+            raise
         finally:
             db.close()
 
