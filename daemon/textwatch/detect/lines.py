@@ -45,7 +45,12 @@ CORE = 0.2  # the top and bottom share of a row left out of its column profile (
 
 def ink_mask(gray: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
     """Ink pixels of a grey image by its own Otsu threshold and polarity (`ink_rule`)."""
-    threshold, ink_is_dark = ink_rule(gray)
+    return ink_by(gray, ink_rule(gray))
+
+
+def ink_by(gray: npt.NDArray[np.uint8], rule: tuple[float, bool]) -> npt.NDArray[np.bool_]:
+    """Ink pixels of `gray` by another image's (threshold, ink is dark) rule."""
+    threshold, ink_is_dark = rule
     return gray <= threshold if ink_is_dark else gray > threshold
 
 
@@ -97,24 +102,22 @@ def refine_once(gray: npt.NDArray[np.uint8], box: Box) -> Box:
     """One look up to REACH line heights beyond each end of the box."""
     x1, y1, x2, y2 = box
     h = y2 - y1
-    fh, fw = gray.shape[:2]
     if h < 6 or x2 - x1 < 2:
         return box
     reach = math.ceil(REACH * h)
-    bx1, bx2 = max(0, x1 - reach), min(fw, x2 + reach)
+    bx1, bx2 = max(0, x1 - reach), min(gray.shape[1], x2 + reach)
     # Threshold and polarity from the box itself (its text on its own background), applied
     # to the band around it: light text on a dark plate on a light page stays light text.
-    threshold, ink_is_dark = ink_rule(gray[y1:y2, x1:x2])
-    band = gray[y1:y2, bx1:bx2]
-    ink = band <= threshold if ink_is_dark else band > threshold
+    rule = ink_rule(gray[y1:y2, x1:x2])
+    ink = ink_by(gray[y1:y2, bx1:bx2], rule)
     core = ink[int(CORE * h) : h - int(CORE * h)]
     columns = core.any(axis=0)
     if 1.0 - float(columns.mean()) < MIN_BACKGROUND:
         return box  # no clear background: nothing to measure the ends against
     rules = (
-        vertical_rules(gray, (bx1, y1, bx2, y2), ink, (threshold, ink_is_dark))
+        vertical_rules(gray, (bx1, y1, bx2, y2), ink, rule)
         | solid_runs(core, h)
-        | crossing(gray, (bx1, y1, bx2, y2), (threshold, ink_is_dark))
+        | crossing(gray, (bx1, y1, bx2, y2), rule)
     )
     columns &= ~rules
     left, right = _ink_extent(columns, rules, x1 - bx1, x2 - bx1, h)
@@ -141,9 +144,7 @@ def vertical_rules(
     top, bottom = max(0, y1 - ext), min(gray.shape[0], y2 + ext)
     if y1 - top < ext or bottom - y2 < ext:
         return np.zeros_like(through)  # at the frame's edge: cannot tell
-    threshold, ink_is_dark = rule
-    tall_gray = gray[top:bottom, bx1:bx2]
-    tall = tall_gray <= threshold if ink_is_dark else tall_gray > threshold
+    tall = ink_by(gray[top:bottom, bx1:bx2], rule)
     above = tall[: y1 - top].mean(axis=0) >= 0.9
     below = tall[y2 - top :].mean(axis=0) >= 0.9
     return through & above & below
@@ -158,11 +159,8 @@ def crossing(gray: npt.NDArray[np.uint8], band: Box, rule: tuple[float, bool]) -
     strip = max(1, math.ceil(CROSS_STRIP * (y2 - y1)))
     if y1 - strip < 0 or y2 + strip > gray.shape[0]:
         return np.zeros(bx2 - bx1, dtype=bool)  # at the frame's edge: cannot tell
-    threshold, ink_is_dark = rule
-    above, below = gray[y1 - strip : y1, bx1:bx2], gray[y2 : y2 + strip, bx1:bx2]
-    if ink_is_dark:
-        return (above <= threshold).any(axis=0) & (below <= threshold).any(axis=0)
-    return (above > threshold).any(axis=0) & (below > threshold).any(axis=0)
+    above, below = ink_by(gray[y1 - strip : y1, bx1:bx2], rule), ink_by(gray[y2 : y2 + strip, bx1:bx2], rule)
+    return above.any(axis=0) & below.any(axis=0)
 
 
 def solid_runs(ink: npt.NDArray[np.bool_], h: int) -> npt.NDArray[np.bool_]:
