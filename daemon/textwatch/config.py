@@ -22,6 +22,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from textwatch.errors import ConfigError
+from textwatch.log import redact_url
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = PROJECT_ROOT / "config" / "textwatch.toml"
@@ -231,14 +232,6 @@ STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):(/*)")  # two letters at least: never a drive letter
 
 
-def redact_userinfo(url: str) -> str:
-    """The URL with any user:password@ replaced (errors name the URL, never its password)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
-        return url
-    return f"{scheme}://***@{rest.split('/', 1)[0].rpartition('@')[2]}" + ("/" + rest.split("/", 1)[1] if "/" in rest else "")
-
-
 # ------------------------------------------------ change-gated detection (issue 16)
 
 
@@ -316,7 +309,7 @@ class CameraSettings(Strict):
         if match is None:
             return value
         scheme, slashes = match.group(1).lower(), match.group(2)
-        shown = redact_userinfo(value)
+        shown = redact_url(value)
         if scheme not in STREAM_SCHEMES:
             raise ValueError(f"camera url {shown}: unknown scheme {scheme}:// (use {', '.join(STREAM_SCHEMES)}, a device or a file)")
         if slashes != "//":
