@@ -112,9 +112,18 @@ def bind_fails(host: str, port: int) -> str | None:
 def check_runtime_dir(settings: Settings) -> None:
     """The folder of the internal ipc sockets is (or can be made) a writable folder."""
     folder = runtime_dir(settings)
-    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
-    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+    existing = nearest_existing(folder)
+    if not writable_folder(existing):
         raise ConfigError(f"bus.runtime_dir {folder}: {existing} is not a writable folder")
+
+
+def nearest_existing(path: Path) -> Path | None:
+    """`path` or its nearest existing parent: where a folder that does not exist yet would be made."""
+    return next((p for p in (path, *path.parents) if p.exists()), None)
+
+
+def writable_folder(folder: Path | None) -> bool:
+    return folder is not None and folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
 
 
 def check_history(settings: Settings) -> None:
@@ -127,8 +136,8 @@ def check_history(settings: Settings) -> None:
     path = database_path(settings.history)
     if path.exists() and not path.is_file():
         raise ConfigError(f"history database {path} is not a file")
-    folder = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
-    if folder is None or not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+    folder = nearest_existing(path.parent)
+    if not writable_folder(folder):
         raise ConfigError(f"history database {path}: {folder} is not a writable folder (set history.database)")
 
 
