@@ -10,7 +10,7 @@ the picture), and the factory that makes it:
     publish         XPUB bind   -> SUB connect            processes/publisher -> subscribers publisher_proxy, subscriber
     publish_local   XPUB bind (same socket as publish)    publisher -> supervisor, tools     publisher_proxy, subscriber
     pool_crops      PUSH bind (same socket as crops)      detect -> remote workers (tcp)     crop_pusher
-    pool_results    XSUB bind (same socket as results)    remote workers -> publisher (tcp)  publisher_proxy
+    pool_results    XSUB bind (its own socket)            remote workers -> publisher (tcp)  publisher_proxy
     publish_local   SUB connect (or a remote publish)     publisher -> processes/mqtt        bridge_subscriber
     results         XPUB connect (its stats)              processes/mqtt -> publisher        result_publisher
 
@@ -80,11 +80,20 @@ NO_LINGER_MS = 0
 # or stats message; a subscription (a topic prefix); a frame.<camera> of wire.MAX_REGIONS regions.
 MAX_CROP_BYTES = wire.MAX_CROP_PIXELS * 3 + 64 * 1024
 MAX_RESULT_BYTES = 1024 * 1024
-MAX_SUBSCRIPTION_BYTES = 1024
+MAX_SUBSCRIPTION_BYTES = wire.MAX_TOPIC_BYTES + 16  # a topic prefix and its framing (\x01, or ZMTP 3.1 "\x09SUBSCRIBE")
 MAX_PUBLISHED_BYTES = 16 * 1024 * 1024
 
 HEARTBEAT_IVL_MS = 2000
 HEARTBEAT_TIMEOUT_MS = 6000
+
+# The public XPUB has no ZeroMQ heartbeat: a subscriber that pauses stops reading its TCP stream,
+# so the pings it owes wait behind unread data, and a heartbeat timeout would drop it with the
+# bus.publish_hwm messages queued for it (regression: a subscriber paused for 60 s kept 20 of 381).
+# TCP keepalive finds peers that vanished instead (a dead host, a NAT that forgot the connection):
+# the peer's kernel answers the probes even while its program sleeps. Dead after IDLE + INTVL * CNT.
+SUBSCRIBER_KEEPALIVE_IDLE_S = 60
+SUBSCRIBER_KEEPALIVE_INTVL_S = 10
+SUBSCRIBER_KEEPALIVE_CNT = 6
 RECONNECT_IVL_MS = 100  # first reconnect delay; ZeroMQ doubles it up to the cap
 RECONNECT_IVL_MAX_MS = 5000
 
@@ -103,7 +112,7 @@ class Endpoints:
     publish: str  # the publisher's XPUB binds, subscribers connect (settings.bus.publish)
     publish_local: str  # ipc: the same XPUB binds it too; local tools (supervisor) connect, never CURVE
     pool_crops: str | None = None  # tcp://HOST:PORT, bound by the crops PUSH too (remote workers)
-    pool_results: str | None = None  # tcp://HOST:PORT+1, bound by the results XSUB too
+    pool_results: str | None = None  # tcp://HOST:PORT+1, bound by the publisher's pool XSUB
 
     @classmethod
     def from_settings(cls, settings: Settings, create: bool = True) -> Endpoints:
@@ -218,9 +227,13 @@ def make_socket(
     rcvhwm: int | None = None,
     max_message: int | None = None,
     socket_class: type[zmq.Socket] = zmq.Socket,
+    heartbeat: bool = True,
 ) -> zmq.Socket:
     """A socket with linger, HWMs, the largest inbound message, heartbeats and reconnect backoff,
-    all set before any bind/connect (ZeroMQ applies them to pipes as they are created)."""
+    all set before any bind/connect (ZeroMQ applies them to pipes as they are created).
+
+    `heartbeat=False` for the sockets that face subscribers (SUBSCRIBER_KEEPALIVE_IDLE_S says why):
+    TCP keepalive instead of ZeroMQ pings."""
     sock = ctx.socket(kind, socket_class=socket_class)
     sock.setsockopt(zmq.LINGER, linger_ms)
     if max_message is not None:
@@ -229,9 +242,15 @@ def make_socket(
         sock.setsockopt(zmq.SNDHWM, sndhwm)
     if rcvhwm is not None:
         sock.setsockopt(zmq.RCVHWM, rcvhwm)
-    sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
-    sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
+    if heartbeat:
+        sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
+    else:
+        sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, SUBSCRIBER_KEEPALIVE_IDLE_S)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, SUBSCRIBER_KEEPALIVE_INTVL_S)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, SUBSCRIBER_KEEPALIVE_CNT)
     sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
     return sock
@@ -329,45 +348,78 @@ def result_publisher(ctx: zmq.Context, endpoint: str, curve: ClientCurve | None 
 
 @dataclass
 class PublisherProxy:
-    """The publisher's two sockets, bound, and the ZAP authenticator that guards their tcp binds."""
+    """The publisher's sockets, bound, and the ZAP authenticator that guards their tcp binds.
 
-    xsub: zmq.Socket  # results in: every producer's XPUB connects here
+    Two result sockets, because what may arrive is decided by the socket: `xsub` is our own
+    processes (ipc in the 0700 runtime folder), `pool` the remote workers (tcp, anyone who reaches
+    the port or holds an allowed key), whose messages the publisher admits far more narrowly.
+    """
+
+    xsub: zmq.Socket  # results in from our own processes: every local producer's XPUB connects here
+    pool: zmq.Socket | None  # results in from remote workers (bus.pool PORT+1); None without a pool
     xpub: zmq.Socket  # subscribers out
     authenticator: ThreadAuthenticator | None
 
     def close(self) -> None:
         self.xsub.close()
-        self.xpub.close()
+        if self.pool is not None:
+            self.pool.close()
+        if self.xpub is not None:
+            self.xpub.close()
         if self.authenticator is not None:  # after the sockets: its thread owns a socket of the context
             self.authenticator.stop()
             self.authenticator = None
 
 
 def publisher_proxy(ctx: zmq.Context, endpoints: Endpoints, settings: Settings) -> PublisherProxy:
-    """The publisher's XSUB (bound on results, pool_results) and XPUB (publish_local, publish).
+    """The publisher's XSUBs (results: local; pool_results: remote workers) and XPUB (publish_local, publish).
 
-    XSUB: no HWM games, the publisher drains it as fast as it can; LINGER 0, a
-    subscription not yet sent upstream is worthless after exit. XPUB: SNDHWM =
+    XSUBs: no HWM games, the publisher drains them as fast as it can; LINGER 0,
+    a subscription not yet sent upstream is worthless after exit. XPUB: SNDHWM =
     bus.publish_hwm per subscriber, so a slow subscriber loses messages (XPUB
-    drops per pipe) and neither capture nor the other subscribers wait for it.
-    CURVE on the tcp binds when keys are configured; the authenticator runs
-    before anything binds.
+    drops per pipe) and neither capture nor the other subscribers wait for it;
+    no ZeroMQ heartbeat towards subscribers (SUBSCRIBER_KEEPALIVE_IDLE_S). CURVE
+    on the tcp binds when keys are configured; the authenticator runs before
+    anything binds.
     """
     curve = ServerCurve.from_settings(settings)
     remote = [e for e in endpoints.result_binds + endpoints.publish_binds if not is_local(e)]
     authenticator = start_authenticator(ctx, curve) if curve is not None and remote else None
     xsub = make_socket(ctx, zmq.XSUB, linger_ms=NO_LINGER_MS, max_message=MAX_RESULT_BYTES)
-    xpub = make_socket(
-        ctx, zmq.XPUB, linger_ms=PUBLISH_LINGER_MS, sndhwm=settings.bus.publish_hwm, max_message=MAX_SUBSCRIPTION_BYTES
-    )
-    proxy = PublisherProxy(xsub, xpub, authenticator)
+    pool = make_socket(ctx, zmq.XSUB, linger_ms=NO_LINGER_MS, max_message=MAX_RESULT_BYTES) if endpoints.pool_results else None
+    proxy = PublisherProxy(xsub, pool, None, authenticator)  # type: ignore[arg-type] - the XPUB follows
     try:
-        bind(xsub, endpoints.result_binds, curve)
-        bind(xpub, endpoints.publish_binds, curve)
+        bind(xsub, [endpoints.results], curve)
+        if pool is not None and endpoints.pool_results:
+            bind(pool, [endpoints.pool_results], curve)
+        proxy.xpub = publish_socket(ctx, endpoints, settings)
     except BaseException:
         proxy.close()
         raise
     return proxy
+
+
+def publish_socket(ctx: zmq.Context, endpoints: Endpoints, settings: Settings, retry_s: float = 0.0) -> zmq.Socket:
+    """The publisher's XPUB, bound on publish_local and publish (CURVE on tcp when keys are configured).
+
+    Also made anew when the publisher drops every subscriber at once (too many subscriptions,
+    processes/publisher.py): `retry_s` then allows libzmq a moment to release the old listeners.
+    """
+    curve = ServerCurve.from_settings(settings)
+    deadline = time.monotonic() + retry_s
+    while True:
+        xpub = make_socket(
+            ctx, zmq.XPUB, linger_ms=PUBLISH_LINGER_MS, sndhwm=settings.bus.publish_hwm,
+            max_message=MAX_SUBSCRIPTION_BYTES, heartbeat=False,
+        )
+        try:
+            bind(xpub, endpoints.publish_binds, curve)
+            return xpub
+        except zmq.ZMQError as err:
+            xpub.close(linger=0)
+            if err.errno != zmq.EADDRINUSE or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)  # the old socket's listeners close in libzmq's I/O thread: a moment, not a condition we can poll
 
 
 def subscriber(

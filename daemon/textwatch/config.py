@@ -348,6 +348,9 @@ class BusSettings(Strict):
     pool: str = Field(
         "", description="tcp://HOST:PORT for remote workers: crops on PORT, results on PORT+1; empty = none"
     )
+    pool_plaintext_loopback: bool = Field(
+        False, description="let a loopback bus.pool run without CURVE: any local user can then feed results"
+    )
     publish_hwm: int = Field(
         1000, ge=1, le=1_000_000, description="messages queued per slow subscriber before it misses some"
     )
@@ -402,6 +405,17 @@ class BusSettings(Strict):
                     f"bus.{key} {endpoint} binds beyond loopback: set bus.curve_secret_key and bus.curve_allowed_keys"
                     " (textwatch keys generate; docs/operations.md, Secure)"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _pool_speaks_curve(self) -> BusSettings:
+        """A tcp pool takes OCR results from whoever reaches its port: on loopback that is every local
+        user, so without CURVE it is an explicit, named choice (issue 22: forged results)."""
+        if self.pool and self.curve_secret_key is None and not self.pool_plaintext_loopback:
+            raise ValueError(
+                f"bus.pool {self.pool} without CURVE: set bus.curve_secret_key and bus.curve_allowed_keys, or "
+                "bus.pool_plaintext_loopback = true to accept results from any local user"
+            )
         return self
 
     @model_validator(mode="after")

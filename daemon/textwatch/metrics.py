@@ -143,7 +143,14 @@ class Exporter:
         # publisher
         self.messages_forwarded = counter("messages_forwarded", "Producer messages passed to subscribers", "process")
         self.messages_rejected = counter("messages_rejected", "Malformed messages dropped", "process")
-        self.subscriptions = counter("subscriptions", "Subscribe/unsubscribe messages passed upstream", "process")
+        self.subscriptions = counter("subscriptions", "Subscribe/unsubscribe messages from subscribers", "process")
+        self.messages_refused = counter(
+            "messages_refused", "Well-formed messages not allowed on the socket they came in on, by reason", "process", "reason"
+        )
+        self.subscriber_resets = counter(
+            "subscriber_resets", "Every subscriber dropped at once because too many subscriptions were held", "process"
+        )
+        self.subscriptions_active = gauge("subscriptions_active", "Distinct topic prefixes subscribers hold", "process")
         self.frames_published = counter(
             "frames_published", "frame.<camera> messages by outcome (complete, incomplete, evicted, lost)", "process", "outcome"
         )
@@ -193,6 +200,7 @@ class Exporter:
                 ("forwarded", self.messages_forwarded, (), 1.0),
                 ("rejected", self.messages_rejected, (), 1.0),
                 ("subscriptions", self.subscriptions, (), 1.0),
+                ("subscriber_resets", self.subscriber_resets, (), 1.0),
                 ("frames", self.frames_published, ("complete",), 1.0),
                 ("frames_incomplete", self.frames_published, ("incomplete",), 1.0),
                 ("frames_evicted", self.frames_published, ("evicted",), 1.0),
@@ -301,6 +309,10 @@ class Exporter:
                 if NAME.match(reason):
                     yield _Observation(("media_skipped", reason), float(count), self.media_skipped, (name, reason))
             yield from self._gate_observations(name, stats)
+        if isinstance(stats, wire.PublisherStats):
+            for reason, count in stats.refused.items():
+                if NAME.match(reason):
+                    yield _Observation(("refused", reason), float(count), self.messages_refused, (name, reason))
         if isinstance(stats, wire.MqttStats):
             for reason, count in stats.dropped.items():
                 if NAME.match(reason):
@@ -351,6 +363,7 @@ class Exporter:
             self._record(process, self.resident_memory, (name,)).set(stats.rss_bytes)
         if isinstance(stats, wire.PublisherStats):
             self._record(process, self.frames_pending, (name,)).set(stats.frames_pending)
+            self._record(process, self.subscriptions_active, (name,)).set(stats.subscriptions_active)
         if isinstance(stats, wire.MqttStats):
             self._record(process, self.mqtt_queued, (name,)).set(stats.queued)
             self._record(process, self.mqtt_connected, (name,)).set(1 if stats.connected else 0)

@@ -64,6 +64,12 @@ TOPIC_TRACK_NOTICE = "_track"  # internal: the publisher consumes it
 TOPIC_FRAME_NOTICE = "_frame"  # internal: the publisher consumes it
 TOPIC_SNAPSHOT, TOPIC_CROP = "snapshot", "crop"  # media: [topic, JSON header, JPEG]
 MEDIA_TOPICS = (TOPIC_SNAPSHOT, TOPIC_CROP)
+# The longest topic there is: the longest kind, ".", a camera id of at most 64 characters
+# (config.CameraSettings.id). The publisher's XPUB refuses longer subscriptions (bus.py).
+MAX_TOPIC_BYTES = 80
+# Set by the publisher on every message it publishes: a per-topic counter from 0 at its start, so a
+# subscriber sees a gap (messages lost for it) as a jump, and a publisher restart as a step back.
+TOPIC_SEQ = "topic_seq"
 MAX_JPEG_BYTES = 4 * 1024 * 1024  # a media message's picture; bus.MAX_RESULT_BYTES bounds the whole message too
 MAX_MEDIA_BOXES = 256  # boxes a snapshot header lists (more are left out by the sender)
 
@@ -310,6 +316,10 @@ class PublisherStats:
     tracks_live: int  # gauge: tracks the TrackBook holds
     started: float | None = None
     rss_bytes: int | None = None
+    refused: dict[str, int] = field(default_factory=dict)  # well-formed but not allowed on its socket, by reason
+    subscriptions_active: int = 0  # gauge: distinct topic prefixes subscribers hold
+    results_held: int = 0  # gauge: remote results waiting for their frame's notice
+    subscriber_resets: int = 0  # every subscriber dropped at once: too many subscriptions held
     role: str = "publisher"
     v: int = SCHEMA_VERSION
 
@@ -385,7 +395,13 @@ def stats_from_dict(raw: dict[str, Any]) -> Stats:
         if role == "worker":
             return WorkerStats(**common, **_counts_of(raw, WORKER_COUNTS), ocr_ms_total=_amount(raw, "ocr_ms_total"))
         if role == "publisher":
-            return PublisherStats(**common, **_counts_of(raw, PUBLISHER_COUNTS))
+            return PublisherStats(
+                **common, **_counts_of(raw, PUBLISHER_COUNTS),
+                refused=_count_map(raw, "refused") if "refused" in raw else {},
+                subscriptions_active=_count(raw, "subscriptions_active") if "subscriptions_active" in raw else 0,
+                results_held=_count(raw, "results_held") if "results_held" in raw else 0,
+                subscriber_resets=_count(raw, "subscriber_resets") if "subscriber_resets" in raw else 0,
+            )
         if role == "history":
             return HistoryStats(**common, **_counts_of(raw, HISTORY_COUNTS))
         if role == "mqtt":
@@ -491,15 +507,24 @@ def topic(kind: str, camera: str | None = None) -> str:
     return kind if camera is None else f"{kind}.{camera}"
 
 
-def encode_published(kind: str, payload: Any, camera: str | None = None) -> list[bytes]:
+def encode_published(kind: str, payload: Any, camera: str | None = None, topic_seq: int | None = None) -> list[bytes]:
     """[topic, JSON] of a message dataclass (text, frame, event, track, stats, the internal notices),
-    or of a plain dict (tools and tests putting their own topics on a bus); "v" is always set."""
+    or of a plain dict (tools and tests putting their own topics on a bus); "v" is always set,
+    `topic_seq` when given (the publisher's stamp)."""
     if isinstance(payload, Stats):
         body = stats_payload(payload)
     else:
         body = asdict(payload) if is_dataclass(payload) else dict(payload)
     body.setdefault("v", SCHEMA_VERSION)
+    if topic_seq is not None:
+        body[TOPIC_SEQ] = topic_seq
     return [topic(kind, camera).encode(), _dumps(body)]
+
+
+def with_topic_seq(frames: list[bytes], payload: dict[str, Any], seq: int) -> list[bytes]:
+    """The same published message with `topic_seq` set in its JSON part (a media message keeps its
+    JPEG): the publisher's stamp on everything it sends, its own messages and forwarded ones alike."""
+    return [frames[0], _dumps({**payload, TOPIC_SEQ: seq}), *frames[2:]]
 
 
 def decode_published(frames: list[bytes]) -> tuple[str, dict[str, Any]]:

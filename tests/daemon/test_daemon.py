@@ -115,7 +115,7 @@ def test_a_finished_file_stops_the_daemon_cleanly_with_all_text_published(tmp_pa
 def test_a_remote_worker_joins_over_tcp_and_takes_work(tmp_path, clip) -> None:
     port = free_port_pair()  # the pool binds PORT (crops) and PORT+1 (results)
     config = daemon_config(
-        tmp_path, str(clip), loop=True, max_fps=10.0, extra=f'pool = "tcp://127.0.0.1:{port}"'
+        tmp_path, str(clip), loop=True, max_fps=10.0, extra=f'pool = "tcp://127.0.0.1:{port}"\npool_plaintext_loopback = true'
     )
     exe = Path(sys.executable).with_name("textwatch")
     with Subscriber(publish_endpoint(config)) as sub, Daemon(config) as daemon:

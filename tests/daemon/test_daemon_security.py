@@ -71,7 +71,7 @@ def test_a_daemon_bound_on_all_interfaces_serves_only_allowed_keys(tmp_path: Pat
             header, _ = wire.decode_crop(crops.recv_multipart() if crops.poll(30_000) else pytest.fail("no crop"))
             assert header.camera == "cam1"
             forged = wire.TextResult(
-                camera="cam1", seq=header.seq, ts=time.time(), region=0, regions=1, box=(0, 0, 1, 1),
+                camera="cam1", seq=header.seq, ts=time.time(), region=header.region, regions=header.regions, box=(0, 0, 1, 1),
                 confidence=0.5, status="text", text="REMOTE OK", ocr_confidence=90.0, worker="remote-1", latency_ms=1.0,
             )
             results.send_multipart(wire.encode_published(wire.TOPIC_TEXT, forged, "cam1"))

@@ -65,7 +65,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory):
     config.write_text(
         "[pipeline]\nframe_timeout_s = 0.6\nstats_interval_s = 0.3\nworkers = 1\n"
         f'[bus]\nruntime_dir = "{folder / "run"}"\npublish = "tcp://127.0.0.1:{publish}"\n'
-        f'pool = "tcp://127.0.0.1:{pool}"\npublish_hwm = 200\n'
+        f'pool = "tcp://127.0.0.1:{pool}"\npool_plaintext_loopback = true\npublish_hwm = 200\n'
     )
     processes = {"publisher": process("publisher", str(config)), "worker": process("ocr", str(config), "--name", "local-1")}
     with Daemon(config, processes) as state:
@@ -126,7 +126,7 @@ def test_malformed_results_are_rejected_by_the_publisher(daemon: Daemon) -> None
     producer = bus.result_publisher(daemon.ctx, daemon.endpoints.results)
     sub = daemon.subscriber("text.forged", "junk")
     try:
-        wait_subscribed(producer, b"junk")
+        wait_subscribed(producer, b"")
         producer.send_multipart([b"text.forged", b'{"v":1,"camera":"forged"}'])
         producer.send_multipart([b"junk", b"\xff\xfe"])
         producer.send_multipart(wire.encode_published(wire.TOPIC_TEXT, text_result(camera="other"), "forged"))
@@ -141,12 +141,12 @@ def test_malformed_results_are_rejected_by_the_publisher(daemon: Daemon) -> None
 def test_slow_subscriber_does_not_block_the_publisher(daemon: Daemon) -> None:
     """A subscriber that never reads loses messages; a fast one keeps getting them all the while."""
     count, payload = 2000, "x" * 16_000
-    slow = daemon.subscriber("flood", rcvhwm=10)
-    fast = daemon.subscriber("flood")
+    slow = daemon.subscriber("event.flood", rcvhwm=10)
+    fast = daemon.subscriber("event.flood")
     producer = bus.result_publisher(daemon.ctx, daemon.endpoints.results)
     producer.setsockopt(zmq.SNDHWM, 0)  # the test's producer must not drop: we count what arrives
     try:
-        wait_subscribed(producer, b"flood")
+        wait_subscribed(producer, b"")
         got: list[int] = []
 
         def read_fast() -> None:
@@ -154,7 +154,7 @@ def test_slow_subscriber_does_not_block_the_publisher(daemon: Daemon) -> None:
             while time.monotonic() < end:
                 if (message := fast.receive(0.2)) is not None:
                     name, body = message
-                    if name == "flood":
+                    if name == "event.flood":
                         got.append(body["i"])
                         if body["i"] == -1:
                             return
@@ -162,11 +162,11 @@ def test_slow_subscriber_does_not_block_the_publisher(daemon: Daemon) -> None:
         reader = threading.Thread(target=read_fast)
         reader.start()
         for i in range(count):
-            producer.send_multipart(wire.encode_published("flood", {"i": i, "pad": payload}))
+            producer.send_multipart(wire.encode_published(wire.TOPIC_EVENT, {"i": i, "pad": payload}, "flood"))
             if i % 50 == 49:
                 time.sleep(0.01)  # pace like a real producer; the proxy is not the thing under test
         for _ in range(50):  # the end marker, repeated: it must get through while `slow` is still full
-            producer.send_multipart(wire.encode_published("flood", {"i": -1}))
+            producer.send_multipart(wire.encode_published(wire.TOPIC_EVENT, {"i": -1}, "flood"))
             if not reader.is_alive():
                 break
             time.sleep(0.05)  # paces the repeats of the marker; the reader's exit is the condition
@@ -186,13 +186,18 @@ def test_remote_worker_takes_work_and_exits_0_on_sigterm(daemon: Daemon) -> None
     remote = Daemon(daemon.config, {"remote-1": worker_cli(
         "--connect", daemon.endpoints.pool_crops, "--name", "remote-1", "-c", str(daemon.config))})
     sub = daemon.subscriber("text.far")
+    detect = bus.result_publisher(daemon.ctx, daemon.endpoints.results)  # the test plays detect's notices too
     try:
+        wait_subscribed(detect, b"")
         sub.collect(has("stats", lambda p: p["process"] == "remote-1"), timeout=30)
         for seq in range(6):
             daemon.push.send_multipart(crop_message("Sample Text", "far", seq=seq))
+            notice = wire.FrameNotice(camera="far", seq=seq, ts=time.time(), regions=1, sent=1)
+            detect.send_multipart(wire.encode_published(wire.TOPIC_FRAME_NOTICE, notice, "far"))
         messages = sub.collect(lambda ms: len([t for t, _ in ms if t == "text.far"]) == 6)
     finally:
         sub.close()
+        detect.close()
         code = remote.terminate(timeout=10)
         remote.stop()
     workers = [p["worker"] for t, p in messages if t == "text.far"]

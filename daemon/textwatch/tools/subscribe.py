@@ -13,6 +13,11 @@ added as "topic". Exits 0 after --count messages or on Ctrl-C; with --timeout,
 exits 1 when nothing arrived for that many seconds. A malformed message is
 reported on stderr and skipped.
 
+Gaps: the publisher stamps every message with a per-topic `topic_seq`. A jump
+means messages of that topic were lost for this subscriber (its queue or the
+daemon's bus.publish_hwm ran full): one line on stderr says how many, and the
+total is printed at exit. A step back means the publisher restarted.
+
 A daemon whose publish endpoint speaks CURVE (bus.curve_secret_key set) needs
 this client's key pair, its public key in the daemon's allow-list, and the
 daemon's public key: --curve-secret-key and --curve-server-key, or
@@ -86,7 +91,37 @@ def run_subscribe(args: argparse.Namespace) -> int:
         sock.close()
 
 
+class GapCounter:
+    """Per-topic topic_seq bookkeeping: how many messages this subscriber missed, topic by topic."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, int] = {}
+        self.missed = 0
+
+    def see(self, topic: str, payload: dict[str, Any]) -> str | None:
+        """A line to report for this message (a gap, a publisher restart), or None."""
+        seq = payload.get(wire.TOPIC_SEQ)
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            return None  # a daemon from before topic_seq
+        last, self.last[topic] = self.last.get(topic), seq
+        if last is None or seq == last + 1:
+            return None
+        if seq <= last:
+            return f"{topic}: topic_seq went back from {last} to {seq} (the publisher restarted)"
+        self.missed += seq - last - 1
+        return f"{topic}: {seq - last - 1} messages missed (topic_seq {last + 1}..{seq - 1})"
+
+
 def _receive(sock: zmq.Socket, args: argparse.Namespace) -> int:
+    gaps = GapCounter()
+    try:
+        return _receive_counting(sock, args, gaps)
+    finally:
+        if gaps.missed:
+            print(f"textwatch subscribe: {gaps.missed} messages missed in all", file=sys.stderr)
+
+
+def _receive_counting(sock: zmq.Socket, args: argparse.Namespace, gaps: GapCounter) -> int:
     received = 0
     last = time.monotonic()
     while args.count is None or received < args.count:
@@ -102,6 +137,9 @@ def _receive(sock: zmq.Socket, args: argparse.Namespace) -> int:
         except wire.WireError as err:
             print(f"textwatch subscribe: malformed message skipped: {err}", file=sys.stderr)
             continue
+        gap = gaps.see(name, payload)
+        if gap is not None:
+            print(f"textwatch subscribe: {gap}", file=sys.stderr)
         print(json.dumps({"topic": name, **payload}, ensure_ascii=False) if args.json else format_line(name, payload), flush=True)
         received += 1
     return int(ExitCode.OK)

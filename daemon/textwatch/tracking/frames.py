@@ -27,6 +27,7 @@ class _Pending:
     regions: int
     deadline: float
     results: dict[int, wire.TextResult] = field(default_factory=dict)
+    announced: bool = False  # detect's FrameNotice arrived: these regions were handed to the pool
 
 
 @dataclass
@@ -73,13 +74,15 @@ class FrameAggregator:
         the oldest expected frame is lost when max_pending are expected.
         """
         key = (notice.camera, notice.seq)
+        if key in self._pending:
+            self._pending[key].announced = True
         if key in self._done or key in self._pending or key in self._expected:
             return []
         out = []
         if len(self._expected) >= self.max_pending:
             out.append(self._lose(next(iter(self._expected)), now))
         deadline = now + LOST_AFTER_TIMEOUTS * self.timeout_s
-        self._expected[key] = _Pending(notice.camera, notice.seq, notice.ts, notice.regions, deadline)
+        self._expected[key] = _Pending(notice.camera, notice.seq, notice.ts, notice.regions, deadline, announced=True)
         if notice.sent == 0:
             out.append(self._lose(key, now))
         return out
@@ -90,14 +93,15 @@ class FrameAggregator:
         if key in self._done:
             self.counters.late += 1
             return []
-        self._expected.pop(key, None)  # its first region arrived: the normal deadline applies
+        expected = self._expected.pop(key, None)  # its first region arrived: the normal deadline applies
         out: list[wire.FrameResult] = []
         frame = self._pending.get(key)
         if frame is None:
             if len(self._pending) >= self.max_pending:
                 out.append(self._emit(next(iter(self._pending)), now))
                 self.counters.evicted += 1
-            frame = _Pending(result.camera, result.seq, result.ts, max(1, result.regions), now + self.timeout_s)
+            frame = _Pending(result.camera, result.seq, result.ts, max(1, result.regions), now + self.timeout_s,
+                             announced=expected is not None)
             self._pending[key] = frame
         if result.region in frame.results:
             self.counters.duplicates += 1
@@ -107,6 +111,21 @@ class FrameAggregator:
             self.counters.frames += 1
             out.append(self._emit(key, now))
         return out
+
+    def awaits(self, result: wire.TextResult) -> bool | None:
+        """Whether `result` fills a region detect handed to the pool and no result filled yet:
+        True (it does), False (it cannot: the frame is published, the region filled, out of range,
+        or the frame has another size), None (no notice of its frame yet: it may still come).
+
+        The publisher takes results from remote workers only when this is True (processes/publisher.py).
+        """
+        key = (result.camera, result.seq)
+        if key in self._done:
+            return False
+        frame = self._expected.get(key) or self._pending.get(key)
+        if frame is None or not frame.announced:
+            return None
+        return frame.regions == result.regions and 0 <= result.region < frame.regions and result.region not in frame.results
 
     def expire(self, now: float) -> list[wire.FrameResult]:
         """Frames whose deadline passed, as incomplete FrameResults with their `missing` indices."""
