@@ -80,7 +80,9 @@ NO_LINGER_MS = 0
 # or stats message; a subscription (a topic prefix); a frame.<camera> of wire.MAX_REGIONS regions.
 MAX_CROP_BYTES = wire.MAX_CROP_PIXELS * 3 + 64 * 1024
 MAX_RESULT_BYTES = 1024 * 1024
-MAX_SUBSCRIPTION_BYTES = wire.MAX_TOPIC_BYTES + 16  # a topic prefix and its framing (\x01, or ZMTP 3.1 "\x09SUBSCRIBE")
+# What a subscriber sends: subscriptions (a topic is at most wire.MAX_TOPIC_BYTES) and, with CURVE,
+# its handshake (HELLO 200 bytes, INITIATE about 300 with its metadata), which libzmq bounds the same way.
+MAX_SUBSCRIPTION_BYTES = 512
 MAX_PUBLISHED_BYTES = 16 * 1024 * 1024
 
 HEARTBEAT_IVL_MS = 2000

@@ -152,9 +152,9 @@ def test_the_pool_port_admits_only_results_for_regions_handed_out(hostile: Bus) 
 
 def test_a_subscription_flood_is_bounded_and_reaches_no_producer(hostile: Bus) -> None:
     """Regression: 20,000 distinct 2 KB subscriptions grew the publisher by 440 MB, detect by 147 MB
-    and a worker by 104 MB (subscriptions went upstream to every producer). Now a subscription is
-    at most one topic long (longer ones drop the connection), none leaves the publisher, and past
-    publisher.MAX_SUBSCRIPTIONS every subscriber is dropped at once (counted), memory with them."""
+    and a worker by 104 MB (subscriptions went upstream to every producer). Now a subscription
+    over bus.MAX_SUBSCRIPTION_BYTES drops the connection, none leaves the publisher, and past
+    publisher.MAX_SUBSCRIPTIONS (or their bytes) every subscriber is dropped at once (counted)."""
     with Subscriber(hostile.daemon.endpoints.publish, ("stats",)) as sub:
         resets = hostile.stats(sub, lambda p: True)["subscriber_resets"]
     rss_before = rss_mb(hostile.pid)
@@ -190,7 +190,7 @@ def test_a_subscription_flood_is_bounded_and_reaches_no_producer(hostile: Bus) -
         hostile.stats(sub, lambda p: p["subscriptions_active"] <= 3, timeout=30)  # the flood's went with it
         oversized = hostile.ctx.socket(zmq.SUB)
         oversized.setsockopt(zmq.LINGER, 0)
-        oversized.setsockopt(zmq.SUBSCRIBE, b"s" * (wire.MAX_TOPIC_BYTES + 50))
+        oversized.setsockopt(zmq.SUBSCRIBE, b"s" * (bus.MAX_SUBSCRIPTION_BYTES + 1))
         oversized.connect(hostile.daemon.endpoints.publish)
         try:
             time.sleep(1.5)  # lets time pass on purpose: the oversized subscription must NOT be taken

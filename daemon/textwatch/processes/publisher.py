@@ -81,13 +81,15 @@ POLL_MS = 100  # longest sleep: how quickly stop is seen
 HOLD_S = 2.0  # a remote result may arrive before its frame's notice (another process): it waits this long
 MAX_HELD = 1024  # remote results waiting for their notice; past it the oldest is refused
 LOG_EVERY_S = 10.0  # a refusal reason is logged at most this often, with how many since
-# Distinct topic prefixes all subscribers together may hold. libzmq keeps every subscription of
-# every connection (about 3.7 KB each for an 80-byte topic, measured) and offers no way to cap or
-# drop one connection, so past this the publisher drops every subscriber at once by making its
-# XPUB anew: real subscribers reconnect within a second and subscribe again (their topic_seq shows
-# the gap), a flood starts over from nothing. Real use holds a few per subscriber; the topics there
-# are (7 kinds x cameras, and their prefixes) stay far below it.
+# Distinct topic prefixes all subscribers together may hold, and their bytes. libzmq keeps every
+# subscription of every connection (about 3.7 KB for an 80-byte topic, measured: ~46 bytes per
+# character) and offers no way to cap or drop one connection, so past either bound the publisher
+# drops every subscriber at once by making its XPUB anew: real subscribers reconnect within a
+# second and subscribe again (their topic_seq shows the gap), a flood starts over from nothing.
+# Real use holds a few per subscriber; the topics there are (7 kinds x cameras, and their
+# prefixes) stay far below it. Worst case held: MAX_SUBSCRIBED_BYTES x 46, about 7 MB.
 MAX_SUBSCRIPTIONS = 2000
+MAX_SUBSCRIBED_BYTES = MAX_SUBSCRIPTIONS * wire.MAX_TOPIC_BYTES
 
 
 @dataclass
@@ -160,6 +162,7 @@ class Publisher(Process):
         self.refusals = Refusals(self.counters.refused, self.log)
         self.held: deque[HeldResult] = deque()
         self.subscribed: set[bytes] = set()  # the distinct topic prefixes subscribers hold
+        self.subscribed_bytes = 0  # their length in all
         self.exporter: metrics.Exporter | None = None
         # bus.py makes the sockets and, with CURVE keys, starts the ZAP authenticator first.
         self.proxy = bus.publisher_proxy(zmq.Context.instance(), endpoints, settings)
@@ -229,12 +232,15 @@ class Publisher(Process):
             except zmq.Again:
                 return
             self.counters.subscriptions += 1
-            if message[:1] == b"\x01":
-                self.subscribed.add(message[1:])
-            elif message[:1] == b"\x00":
-                self.subscribed.discard(message[1:])
+            prefix = message[1:]
+            if message[:1] == b"\x01" and prefix not in self.subscribed:
+                self.subscribed.add(prefix)
+                self.subscribed_bytes += len(prefix)
+            elif message[:1] == b"\x00" and prefix in self.subscribed:
+                self.subscribed.discard(prefix)
+                self.subscribed_bytes -= len(prefix)
             self.counters.subscriptions_active = len(self.subscribed)
-            if len(self.subscribed) > MAX_SUBSCRIPTIONS:
+            if len(self.subscribed) > MAX_SUBSCRIPTIONS or self.subscribed_bytes > MAX_SUBSCRIBED_BYTES:
                 self.reset_subscribers()
                 return
 
@@ -242,13 +248,14 @@ class Publisher(Process):
         """Drop every subscriber by making the XPUB anew: the only bound libzmq allows on what
         subscriptions cost (MAX_SUBSCRIPTIONS says why). Counted and logged."""
         self.counters.subscriber_resets += 1
-        self.log.warning("subscribers_reset", subscriptions=len(self.subscribed), limit=MAX_SUBSCRIPTIONS,
-                         resets=self.counters.subscriber_resets)
+        self.log.warning("subscribers_reset", subscriptions=len(self.subscribed), bytes=self.subscribed_bytes,
+                         limit=MAX_SUBSCRIPTIONS, limit_bytes=MAX_SUBSCRIBED_BYTES, resets=self.counters.subscriber_resets)
         self.poller.unregister(self.xpub)
         self.xpub.close(linger=0)
         self.xpub = self.proxy.xpub = bus.publish_socket(zmq.Context.instance(), self.endpoints, self.settings, retry_s=2.0)
         self.poller.register(self.xpub, zmq.POLLIN)
         self.subscribed.clear()
+        self.subscribed_bytes = 0
         self.counters.subscriptions_active = 0
 
     # ------------------------------------------------------------ producers
