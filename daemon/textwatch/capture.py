@@ -175,8 +175,13 @@ def _ffmpeg_timeouts(settings: CameraSettings) -> list[int]:
 
 
 def _open_stream(settings: CameraSettings, kind: SourceKind) -> cv2.VideoCapture:
-    """RTSP or HTTP(S) MJPEG through FFmpeg; RTSP over the configured transport (TCP by default)."""
-    options = f"rtsp_transport;{settings.rtsp_transport}"
+    """RTSP or HTTP(S) MJPEG through FFmpeg; RTSP over the configured transport (TCP by default).
+
+    FFmpeg's own analyzeduration (5 s) kept an RTSP open at 2.8 s on the test stream; `probe_s`
+    (1 s) bounds how long an open reads before the first frame, so a source that comes back
+    gives frames again within about `probe_s` plus one probe interval.
+    """
+    options = f"rtsp_transport;{settings.rtsp_transport}|analyzeduration;{max(1, int(settings.probe_s * 1_000_000))}"
     try:
         with _FFMPEG_OPTIONS.using(options, timeout_s=settings.open_timeout_s):
             return cv2.VideoCapture(settings.url, cv2.CAP_FFMPEG, _ffmpeg_timeouts(settings))

@@ -297,6 +297,10 @@ class CameraSettings(Strict):
     stall_s: float = Field(5.0, gt=0.0, le=3600.0, description="no frame for this long counts as source down")
     reconnect_min_s: float = Field(0.5, gt=0.0, le=60.0, description="first reconnect delay (doubles, with jitter)")
     reconnect_max_s: float = Field(15.0, gt=0.0, le=3600.0, description="cap of the reconnect delay")
+    probe_s: float = Field(
+        1.0, gt=0.0, le=30.0,
+        description="streams: how long FFmpeg reads at open to learn the codec (analyzeduration); raise for rare key frames",
+    )
     ocr_engine: Engine | None = Field(
         None, description="this camera's OCR engine (e.g. ppocr for plates, tesserocr for a screen); unset = ocr.engine"
     )
