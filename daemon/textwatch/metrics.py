@@ -447,6 +447,8 @@ class BoundedMetricsServer(WSGIServer):
     with its reason ("idle", "full"), which the exporter counts.
     """
 
+    request_queue_size = 128  # listen backlog (socketserver's 5 made a burst of connects wait 1 s for a SYN retry)
+
     def __init__(
         self, address: tuple[str, int], app: Callable[..., Any], settings: MetricsSettings,
         on_drop: Callable[[str], None], family: socket.AddressFamily = socket.AF_INET,
@@ -499,12 +501,19 @@ class BoundedMetricsServer(WSGIServer):
             self._close_idle(time.monotonic())
 
     def _accept(self) -> None:
-        try:
-            connection, address = self.socket.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:  # e.g. EMFILE: try again on the next round rather than end the endpoint
-            return
+        """Take every connection waiting in the backlog."""
+        while not self._stopping.is_set():
+            try:
+                connection, address = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # e.g. EMFILE: try again a little later rather than end the endpoint, or spin
+                self._stopping.wait(0.1)
+                return
+            self._admit(connection, address)
+
+    def _admit(self, connection: socket.socket, address: Any) -> None:
+        """Hold a new connection until it sends (or its idle deadline), or close it at once when full."""
         with self._lock:
             full = len(self._open) >= self.limits.max_connections
             if not full:
@@ -535,8 +544,10 @@ class BoundedMetricsServer(WSGIServer):
             connection, address = item
             try:
                 self.finish_request(connection, address)
-            except OSError:  # timed out mid-request, or the client went away
+            except TimeoutError:  # stopped mid-request (or stopped reading the answer) for idle_timeout_s
                 self._on_drop("idle")
+            except OSError:  # the client went away: its own doing, nothing of ours was lost
+                pass
             except Exception:  # noqa: BLE001 - a bug in one request must not end the endpoint
                 self.handle_error(connection, address)
             finally:

@@ -8,6 +8,7 @@ system lacks GStreamer's RTSP server or x264enc.
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
-from support.ports import free_port
+from support.ports import HOST, free_port
 from support.rtsp import RtspServer, server_available
 from support.wait import wait_until
 from textwatch.capture import (
@@ -234,10 +235,12 @@ class _ScriptedCapture:
 @pytest.mark.timeout(10)
 def test_resolution_change_accepted_and_empty_reads_never_delivered() -> None:
     events = Events()
-    settings = camera("rtsp://127.0.0.1:9/scripted", stall_s=0.3, reconnect_min_s=5.0)
+    # A listening port stands for the camera's server, still there: failed reads are a stall, not a refusal.
+    server = socket.create_server((HOST, 0))
+    settings = camera(f"rtsp://{HOST}:{server.getsockname()[1]}/scripted", stall_s=0.3, reconnect_min_s=5.0)
     reader = CameraReader(settings, on_event=events, opener=lambda _s: _ScriptedCapture())
     frames: list[Frame] = []
-    with capture_logs() as logs:
+    with server, capture_logs() as logs:
         reader.start()
         deadline = time.monotonic() + 3
         while len(frames) < 2 and time.monotonic() < deadline:
