@@ -5,7 +5,8 @@ started, plus `started` and `rss_bytes`) and every read region passes the
 publisher as a `text.<camera>` result. The publisher owns one `Exporter`: it
 mirrors each process's counters into prometheus-client metrics on its own
 CollectorRegistry, observes OCR latency from text results, and serves them
-with prometheus_client's HTTP server on `metrics.listen`.
+on `metrics.listen`: prometheus_client's WSGI app (its exposition format) behind
+`BoundedMetricsServer`, whose threads, connections and idle time are bounded.
 
 Mirroring counters: a Prometheus counter only goes up, so the exporter keeps
 each process's previous values and adds the difference. A process that
@@ -241,7 +242,7 @@ class Exporter:
     # ------------------------------------------------------------ serving
 
     def serve(self) -> None:
-        """Start the HTTP endpoint on metrics.listen (a daemon thread); OSError when the port is taken."""
+        """Start the HTTP endpoint on metrics.listen (daemon threads, see BoundedMetricsServer); OSError when the port is taken."""
         host, port = self.settings.address()
         self._server = BoundedMetricsServer.start(
             host, port, make_wsgi_app(self.registry), self.settings,

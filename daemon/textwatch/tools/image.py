@@ -27,6 +27,8 @@ def run_images(args: argparse.Namespace, settings: Settings) -> int:
     paths = expand_inputs(args.paths)
     if not paths:
         raise InputError("no image files found in " + ", ".join(map(str, args.paths)))
+    if args.annotate:  # its folder is made (or refused) before any image is read
+        annotation_path(args.annotate, paths[0], len(paths) > 1)
     reader = OneShot(settings)
     failures: list[TextwatchError] = []
     out = open_output(args.output) if args.output else sys.stdout
