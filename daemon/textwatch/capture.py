@@ -13,7 +13,11 @@ A dead camera is an event, never a stream of black frames: the reader reports
 `source_down` (with a reason) through its `on_event` callback, releases the
 capture and reopens it with capped exponential backoff and jitter; the first
 frame after that reports `source_up`. A stream that delivers nothing for
-`stall_s` counts as down even when the socket stays open. A non-looped file
+`stall_s` counts as down even when the socket stays open. A network stream
+whose server refuses a TCP connection is down at once (no waiting for
+`stall_s`), and while it refuses, the backoff wait is cut short by a cheap TCP
+probe the moment the port accepts again, so frames come back about one open
+after the source returns however long it was away. A non-looped file
 that ends reports `source_down` with reason "end of file" and the thread ends:
 the daemon treats that as finished, not as an error.
 
@@ -26,6 +30,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +38,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
@@ -50,6 +56,10 @@ FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 READ_RETRY_S = 0.05  # pause after a failed read, so a dead stream is never read in a hot loop
 FALLBACK_FPS = 25.0  # pacing of files whose container has no usable frame rate
 BACKOFF_JITTER = 0.2  # each delay is scaled by a random factor in [1 - j, 1 + j]
+PROBE_INTERVAL_S = 0.5  # a refused stream's port is probed (one TCP connect) at most this often
+PROBE_TIMEOUT_S = 1.0  # a probe's connect gives up after this long (then: not refused, just slow)
+CONNECTION_REFUSED = "(connection refused)"  # ends a down reason when the server refused a TCP connect
+DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443}
 
 
 class SourceUnavailable(TextwatchError):
@@ -165,8 +175,13 @@ def _ffmpeg_timeouts(settings: CameraSettings) -> list[int]:
 
 
 def _open_stream(settings: CameraSettings, kind: SourceKind) -> cv2.VideoCapture:
-    """RTSP or HTTP(S) MJPEG through FFmpeg; RTSP over the configured transport (TCP by default)."""
-    options = f"rtsp_transport;{settings.rtsp_transport}"
+    """RTSP or HTTP(S) MJPEG through FFmpeg; RTSP over the configured transport (TCP by default).
+
+    FFmpeg's own analyzeduration (5 s) kept an RTSP open at 2.8 s on the test stream; `probe_s`
+    (1 s) bounds how long an open reads before the first frame, so a source that comes back
+    gives frames again within about `probe_s` plus one probe interval.
+    """
+    options = f"rtsp_transport;{settings.rtsp_transport}|analyzeduration;{max(1, int(settings.probe_s * 1_000_000))}"
     try:
         with _FFMPEG_OPTIONS.using(options, timeout_s=settings.open_timeout_s):
             return cv2.VideoCapture(settings.url, cv2.CAP_FFMPEG, _ffmpeg_timeouts(settings))
@@ -195,6 +210,39 @@ def _open_file(settings: CameraSettings) -> cv2.VideoCapture:
         return cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     except cv2.error as err:
         raise SourceUnavailable(f"file source {redact_url(settings.url)}: {redact_url(str(err))}") from None
+
+
+# ---------------------------------------------------------------- probing a stream's server
+
+
+def stream_address(url: str) -> tuple[str, int] | None:
+    """(host, port) of an rtsp:// or http(s):// URL (default ports filled in); None for anything else."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:  # a malformed port: the open reports it
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS or not parts.hostname:
+        return None
+    return parts.hostname, port or DEFAULT_PORTS[scheme]
+
+
+def connection_refused(address: tuple[str, int], timeout_s: float = PROBE_TIMEOUT_S) -> bool:
+    """True when the server at `address` refuses (or resets) a TCP connection now.
+
+    Regression (issue 22): a stopped RTSP server was noticed only after `stall_s` of
+    failed reads (about 100 read errors), because a failed read does not say why. One
+    connect, closed at once, does: nothing listens there. A timeout or an unreachable
+    host is not a refusal (the stall and open timeouts handle those).
+    """
+    try:
+        with socket.create_connection(address, timeout=timeout_s):
+            return False
+    except (ConnectionRefusedError, ConnectionResetError):
+        return True
+    except OSError:
+        return False
 
 
 # ---------------------------------------------------------------- backoff
@@ -256,6 +304,7 @@ class CameraReader(threading.Thread):
         self._up: bool | None = None  # None until the first open succeeds or fails
         self._sizes: set[tuple[int, ...]] = set()
         self._backoff = Backoff(settings.reconnect_min_s, settings.reconnect_max_s)
+        self._address = stream_address(settings.url) if self.kind in ("rtsp", "http") else None
 
     # ---- consumer side
 
@@ -325,20 +374,42 @@ class CameraReader(threading.Thread):
         try:
             return self._opener(self.settings)
         except SourceUnavailable as err:
-            return f"open failed: {_without_source(str(err), self.source)}"
+            reason = f"open failed: {_without_source(str(err), self.source)}"
         except cv2.error as err:
-            return f"open failed: {redact_url(str(err))}"
+            reason = f"open failed: {redact_url(str(err))}"
+        return f"{reason} {CONNECTION_REFUSED}" if self._refused() else reason
+
+    def _refused(self) -> bool:
+        """A network source whose server refuses connections now (never true for files and devices)."""
+        return self._address is not None and connection_refused(self._address, min(PROBE_TIMEOUT_S, self.settings.open_timeout_s))
 
     def _wait_backoff(self, reason: str) -> None:
+        """Wait the backoff delay; a refused stream's wait ends as soon as its port accepts again.
+
+        The backoff spares a camera that accepts and then fails from being reopened in a
+        loop; a port that refuses costs it nothing but a SYN per probe, so the wait for it
+        is cut short (and the backoff restarts from its floor) once it is back.
+        """
         delay = self._backoff.next_delay()
         self._log.info("source_retry", reason=reason, delay_s=round(delay, 2), reconnects=self.counters.reconnects)
-        self._stopping.wait(delay)
+        if not reason.endswith(CONNECTION_REFUSED):
+            self._stopping.wait(delay)
+            return
+        deadline = time.monotonic() + delay
+        while not self._stopping.wait(min(PROBE_INTERVAL_S, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                return
+            if not self._refused():
+                self._log.info("source_accepts_again", waited_s=round(delay - (deadline - time.monotonic()), 2))
+                self._backoff.reset()
+                return
 
     def _read_until_failure(self, capture: cv2.VideoCapture) -> str | None:
         """Read frames into the slot until the source fails, stalls or ends (its reason) or we stop (None)."""
         pacer = _Pacer(_file_fps(capture)) if self.kind == "file" and self.settings.realtime else None
         frames_this_open = 0
         last_frame_at = time.monotonic()
+        next_probe_at = last_frame_at
         while not self._stopping.is_set():
             if pacer is not None and not pacer.wait(self._stopping):
                 return None
@@ -361,6 +432,10 @@ class CameraReader(threading.Thread):
             if now - last_frame_at >= self.settings.stall_s:
                 self.counters.stalls += 1
                 return f"no frame for {self.settings.stall_s:g} s"
+            if now >= next_probe_at:  # the first failed read probes at once, later ones at most every PROBE_INTERVAL_S
+                next_probe_at = now + PROBE_INTERVAL_S
+                if self._refused():
+                    return f"read failed {CONNECTION_REFUSED}"
             self._stopping.wait(READ_RETRY_S)
         return None
 

@@ -230,6 +230,13 @@ class ConsolidationSettings(Strict):
 # Network sources OpenCV's FFmpeg backend streams from; anything else with "scheme:" is a typo.
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):(/*)")  # two letters at least: never a drive letter
+_SCHEME_WITHOUT_COLON = re.compile(r"^(" + "|".join(STREAM_SCHEMES) + r")/+", re.IGNORECASE)  # rtsp//cam
+
+
+def _shown_typo(value: str, prefix_end: int) -> str:
+    """A URL too malformed for redact_url to find its userinfo: all up to its last "@" is hidden."""
+    _, at, tail = value.rpartition("@")
+    return redact_url(f"{value[:prefix_end]}***@{tail}" if at else value)
 
 
 # ------------------------------------------------ change-gated detection (issue 16)
@@ -290,6 +297,10 @@ class CameraSettings(Strict):
     stall_s: float = Field(5.0, gt=0.0, le=3600.0, description="no frame for this long counts as source down")
     reconnect_min_s: float = Field(0.5, gt=0.0, le=60.0, description="first reconnect delay (doubles, with jitter)")
     reconnect_max_s: float = Field(15.0, gt=0.0, le=3600.0, description="cap of the reconnect delay")
+    probe_s: float = Field(
+        1.0, gt=0.0, le=30.0,
+        description="streams: how long FFmpeg reads at open to learn the codec (analyzeduration); raise for rare key frames",
+    )
     ocr_engine: Engine | None = Field(
         None, description="this camera's OCR engine (e.g. ppocr for plates, tesserocr for a screen); unset = ocr.engine"
     )
@@ -305,6 +316,9 @@ class CameraSettings(Strict):
     def _known_scheme(cls, value: str) -> str:
         """Regression: `ftp://...` and typos like `rtsp:/host` were taken as file names and
         retried forever. A URL names a scheme FFmpeg streams from, followed by "//"."""
+        typo = _SCHEME_WITHOUT_COLON.match(value)
+        if typo is not None:  # Regression: `rtsp//admin:pw@cam` was a file name, shown with its password
+            raise ValueError(f"camera url {_shown_typo(value, typo.end())}: malformed, write {typo.group(1).lower()}://HOST/...")
         match = _SCHEME.match(value)
         if match is None:
             return value
@@ -479,11 +493,33 @@ class MetricsSettings(Strict):
         "127.0.0.1:9108", description="HOST:PORT of the metrics endpoint ([::1]:PORT for IPv6); beyond loopback is an explicit choice"
     )
 
+    allow_remote: bool = Field(
+        False, description="allow metrics.listen beyond loopback (0.0.0.0, ::, an interface): metrics have no authentication"
+    )
+    idle_timeout_s: float = Field(
+        10.0, gt=0.0, le=300.0, description="a metrics connection that sends nothing, or stops mid-request, is closed after this long"
+    )
+    handler_threads: int = Field(4, ge=1, le=64, description="at most this many threads answer metrics requests at once")
+    max_connections: int = Field(
+        64, ge=1, le=4096, description="open metrics connections held at once (idle ones wait without a thread); more are closed, counted"
+    )
+
     @field_validator("listen")
     @classmethod
     def _host_and_port(cls, value: str) -> str:
         split_listen(value)
         return value
+
+    @model_validator(mode="after")
+    def _loopback_unless_allowed(self) -> MetricsSettings:
+        """Regression: `metrics.listen = "0.0.0.0:..."` was accepted without a word, publishing
+        camera ids and counters to the network with no authentication."""
+        if binds_beyond_loopback(f"tcp://{self.listen}") and not self.allow_remote:
+            raise ValueError(
+                f"metrics.listen {self.listen} is beyond loopback: metrics have no authentication;"
+                " set metrics.allow_remote = true to serve them to the network"
+            )
+        return self
 
     def address(self) -> tuple[str, int]:
         """(host, port) of `listen`; an IPv6 host without its brackets."""
@@ -762,10 +798,14 @@ def load_settings(path: str | Path | None) -> Settings:
         raise ConfigError(f"config file {path} not readable: {err}") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
+    except RecursionError:  # Regression: a 5,000-deep array exited 70 "internal error" with a huge traceback
+        raise ConfigError(f"config file {path} nests arrays or tables too deeply to read") from None
     try:
         settings = Settings.model_validate(data)
     except ValidationError as err:
         raise ConfigError(f"{path}: {describe_validation_error(err)}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} nests values too deeply to check") from None
     settings.source = path.resolve()
     return settings.resolve_paths(path.resolve().parent)
 

@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     NO_INPUT = 66  # an input path does not exist or cannot be opened
     UNAVAILABLE = 69  # a requested backend/engine/language is not installed
     SOFTWARE = 70  # internal error: a bug, reported with a traceback in the log
+    CANT_CREATE = 73  # EX_CANTCREAT: an output file (image -o, --annotate) cannot be written
     RECYCLE = 75  # EX_TEMPFAIL: an OCR worker retiring on purpose (crop count or RSS growth); restarted at once, off budget
     CONFIG = 78  # invalid config or model files: restarting will not help
 
@@ -59,3 +60,9 @@ class InputMissing(InputError):
     """An input path does not exist or cannot be read."""
 
     exit_code = ExitCode.NO_INPUT
+
+
+class OutputError(TextwatchError):
+    """An output file cannot be created or written (a folder that is not writable, a full disk)."""
+
+    exit_code = ExitCode.CANT_CREATE

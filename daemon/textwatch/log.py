@@ -13,8 +13,9 @@ import sys
 
 import structlog
 
-# userinfo runs to the LAST "@" before the path: a password may hold "@" itself.
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s]*@")
+# userinfo runs to the LAST "@" before the path: a password may hold "@" itself. The scheme may
+# be mistyped with one slash or none (`rtsp:/admin:pw@cam`): check prints such URLs in its errors.
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*:/{0,2})[^/\s]*@")
 # Credentials in a query string, as MJPEG and snapshot URLs carry them (?user=admin&pwd=...).
 _QUERY_SECRETS = re.compile(
     r"(?P<key>[?&;](?:pwd|pass|passwd|password|token|access_token|auth|key|api_key|apikey|secret|signature|sig)=)"

@@ -5,7 +5,8 @@ started, plus `started` and `rss_bytes`) and every read region passes the
 publisher as a `text.<camera>` result. The publisher owns one `Exporter`: it
 mirrors each process's counters into prometheus-client metrics on its own
 CollectorRegistry, observes OCR latency from text results, and serves them
-with prometheus_client's HTTP server on `metrics.listen`.
+on `metrics.listen`: prometheus_client's WSGI app (its exposition format) behind
+`BoundedMetricsServer`, whose threads, connections and idle time are bounded.
 
 Mirroring counters: a Prometheus counter only goes up, so the exporter keeps
 each process's previous values and adds the difference. A process that
@@ -25,17 +26,22 @@ registry without bound.
 from __future__ import annotations
 
 import os
+import queue
 import re
+import selectors
+import socket
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.metrics import MetricWrapperBase
 
 from textwatch import wire
-from textwatch.config import Settings
+from textwatch.config import MetricsSettings, Settings
 
 NAMESPACE = "textwatch"
 OCR_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)  # seconds, 10 ms .. 5 s
@@ -180,6 +186,12 @@ class Exporter:
         self.resident_memory = gauge("process_resident_memory_bytes", "Resident memory of the process", "process")
         self.start_time = gauge("process_start_time_seconds", "When the process started, UNIX seconds", "process")
         self.starts = counter("process_starts", "Process starts seen by this exporter (restarts included)", "process")
+        # the metrics endpoint itself (BoundedMetricsServer)
+        self.http_dropped = counter(
+            "metrics_connections_dropped",
+            "Metrics HTTP connections closed unanswered, by reason (idle: nothing or half a request within "
+            "idle_timeout_s; full: max_connections open)", "reason",
+        )
         self.last_seen = gauge("process_last_stats_timestamp_seconds", "When the process's last stats arrived", "process")
         self.ignored = counter("exporter_ignored", "Stats or results the exporter could not use, by reason", "reason")
         self._counters_by_role: dict[str, list[tuple[str, Counter, tuple[str, ...], float]]] = {
@@ -238,9 +250,12 @@ class Exporter:
     # ------------------------------------------------------------ serving
 
     def serve(self) -> None:
-        """Start the HTTP endpoint on metrics.listen (a daemon thread); OSError when the port is taken."""
+        """Start the HTTP endpoint on metrics.listen (daemon threads, see BoundedMetricsServer); OSError when the port is taken."""
         host, port = self.settings.address()
-        self._server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        self._server = BoundedMetricsServer.start(
+            host, port, make_wsgi_app(self.registry), self.settings,
+            on_drop=lambda reason: self.http_dropped.labels(reason).inc(),
+        )
 
     def close(self) -> None:
         if self._server is not None:
@@ -419,3 +434,169 @@ class Exporter:
                 if ("camera", camera, "crops_sent") in process.values:
                     self._in_flight.pop(camera, None)
         return stale
+
+
+# ---------------------------------------------------------------- the HTTP endpoint
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """One request per connection (wsgiref speaks HTTP/1.0), no access log on stderr."""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        """Scrapes are not logged: a log line per scrape would drown the daemon's own lines."""
+
+
+class BoundedMetricsServer(WSGIServer):
+    """prometheus_client's WSGI app behind a server whose threads and connections are bounded.
+
+    Regression (issue 22): prometheus_client's `start_http_server` starts a thread per
+    connection and never times one out, so 50 idle connections held 50 threads for ever.
+    Here one loop thread accepts connections and keeps them in a selector until they send
+    their first bytes; only then does one of `handler_threads` fixed threads read and
+    answer the request, with `idle_timeout_s` on every socket read and write. Idle
+    connections therefore cost no thread, and /metrics keeps answering while they are
+    held: a connection silent for `idle_timeout_s` is closed by the loop, one that stalls
+    mid-request by its handler's socket timeout, and beyond `max_connections` open at once
+    a new one is closed at once. Each closed-unanswered connection goes to `on_drop`
+    with its reason ("idle", "full"), which the exporter counts.
+    """
+
+    request_queue_size = 128  # listen backlog (socketserver's 5 made a burst of connects wait 1 s for a SYN retry)
+
+    def __init__(
+        self, address: tuple[str, int], app: Callable[..., Any], settings: MetricsSettings,
+        on_drop: Callable[[str], None], family: socket.AddressFamily = socket.AF_INET,
+    ) -> None:
+        self.address_family = family
+        super().__init__(address, _QuietHandler)
+        self.set_app(app)
+        self.socket.setblocking(False)
+        self.limits = settings
+        self._on_drop = on_drop
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self.socket, selectors.EVENT_READ, None)
+        self._ready: queue.SimpleQueue[tuple[socket.socket, Any] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()  # every accepted connection not closed yet
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @classmethod
+    def start(
+        cls, host: str, port: int, app: Callable[..., Any], settings: MetricsSettings, on_drop: Callable[[str], None]
+    ) -> BoundedMetricsServer:
+        """Bind HOST:PORT (OSError when taken) and start the loop and handler threads (daemon threads)."""
+        family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        server = cls((sockaddr[0], port), app, settings, on_drop, family)
+        server._start_threads()
+        return server
+
+    def _start_threads(self) -> None:
+        loop = threading.Thread(target=self.serve_forever, name="metrics-http", daemon=True)
+        handlers = [
+            threading.Thread(target=self._handle_ready, name=f"metrics-http-{n}", daemon=True)
+            for n in range(self.limits.handler_threads)
+        ]
+        self._threads = [loop, *handlers]
+        for thread in self._threads:
+            thread.start()
+
+    # ---- the loop thread
+
+    def serve_forever(self, poll_interval: float = 0.25) -> None:
+        """Accept, wait for each connection's first bytes (or its idle deadline), hand it on."""
+        while not self._stopping.is_set():
+            for key, _ in self._selector.select(timeout=poll_interval):
+                if key.data is None:
+                    self._accept()
+                else:
+                    self._selector.unregister(key.fileobj)
+                    self._ready.put((key.fileobj, key.data[0]))
+            self._close_idle(time.monotonic())
+
+    def _accept(self) -> None:
+        """Take every connection waiting in the backlog."""
+        while not self._stopping.is_set():
+            try:
+                connection, address = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # e.g. EMFILE: try again a little later rather than end the endpoint, or spin
+                self._stopping.wait(0.1)
+                return
+            self._admit(connection, address)
+
+    def _admit(self, connection: socket.socket, address: Any) -> None:
+        """Hold a new connection until it sends (or its idle deadline), or close it at once when full."""
+        with self._lock:
+            full = len(self._open) >= self.limits.max_connections
+            if not full:
+                self._open.add(connection)
+        if full:
+            connection.close()
+            self._on_drop("full")
+            return
+        connection.setblocking(True)
+        connection.settimeout(self.limits.idle_timeout_s)
+        deadline = time.monotonic() + self.limits.idle_timeout_s
+        self._selector.register(connection, selectors.EVENT_READ, (address, deadline))
+
+    def _close_idle(self, now: float) -> None:
+        expired = [
+            key.fileobj for key in list(self._selector.get_map().values())
+            if key.data is not None and key.data[1] <= now
+        ]
+        for connection in expired:
+            self._selector.unregister(connection)
+            self._close(connection)
+            self._on_drop("idle")
+
+    # ---- the handler threads
+
+    def _handle_ready(self) -> None:
+        while (item := self._ready.get()) is not None:
+            connection, address = item
+            try:
+                self.finish_request(connection, address)
+            except TimeoutError:  # stopped mid-request (or stopped reading the answer) for idle_timeout_s
+                self._on_drop("idle")
+            except OSError:  # the client went away: its own doing, nothing of ours was lost
+                pass
+            except Exception:  # noqa: BLE001 - a bug in one request must not end the endpoint
+                self.handle_error(connection, address)
+            finally:
+                self._close(connection)
+
+    def _close(self, connection: socket.socket) -> None:
+        with self._lock:
+            self._open.discard(connection)
+        self.shutdown_request(connection)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        from textwatch.log import get_logger
+
+        get_logger().exception("metrics_request_failed")
+
+    # ---- stopping
+
+    def shutdown(self) -> None:
+        """Stop the loop and the handlers; connections being answered are cut (their threads wake at once)."""
+        self._stopping.set()
+        for _ in self._threads[1:]:
+            self._ready.put(None)
+        with self._lock:
+            open_connections = list(self._open)
+        for connection in open_connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for thread in self._threads:
+            thread.join(timeout=2.0)
+
+    def server_close(self) -> None:
+        super().server_close()
+        for key in list(self._selector.get_map().values()):
+            if key.data is not None:
+                self._close(key.fileobj)
+        self._selector.close()

@@ -8,6 +8,7 @@ system lacks GStreamer's RTSP server or x264enc.
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,10 +18,12 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
-from support.ports import free_port
+from support.ports import HOST, free_port
 from support.rtsp import RtspServer, server_available
 from support.wait import wait_until
-from textwatch.capture import END_OF_FILE, SOURCE_DOWN, SOURCE_UP, CameraReader, Frame, open_source, source_kind
+from textwatch.capture import (
+    CONNECTION_REFUSED, END_OF_FILE, SOURCE_DOWN, SOURCE_UP, CameraReader, Frame, open_source, source_kind, stream_address,
+)
 from textwatch.config import CameraSettings
 from textwatch.tools.samplevideo import TimedText, render_video
 from textwatch.wire import SourceEvent
@@ -232,10 +235,12 @@ class _ScriptedCapture:
 @pytest.mark.timeout(10)
 def test_resolution_change_accepted_and_empty_reads_never_delivered() -> None:
     events = Events()
-    settings = camera("rtsp://127.0.0.1:9/scripted", stall_s=0.3, reconnect_min_s=5.0)
+    # A listening port stands for the camera's server, still there: failed reads are a stall, not a refusal.
+    server = socket.create_server((HOST, 0))
+    settings = camera(f"rtsp://{HOST}:{server.getsockname()[1]}/scripted", stall_s=0.3, reconnect_min_s=5.0)
     reader = CameraReader(settings, on_event=events, opener=lambda _s: _ScriptedCapture())
     frames: list[Frame] = []
-    with capture_logs() as logs:
+    with server, capture_logs() as logs:
         reader.start()
         deadline = time.monotonic() + 3
         while len(frames) < 2 and time.monotonic() < deadline:
@@ -308,25 +313,55 @@ def test_rtsp_stream_reads_frames_and_never_reveals_the_password(
 
 
 @pytest.mark.timeout(60)
-def test_rtsp_server_restart_gives_down_then_up_again(clip: Path, rtsp_available, reader_factory) -> None:
-    stall_s = 1.0
+def test_rtsp_server_restart_gives_down_at_once_and_frames_again_within_3_s(clip: Path, rtsp_available, reader_factory) -> None:
+    """Regression (issue 22): a stopped RTSP server was noticed only after stall_s (about 100
+    failed reads), and its return only after the reconnect backoff, capped at 15 s (median
+    6.1 s). Now a refused connection is down at once, and frames come again within 3 s of the
+    server's return however long it was away. Default stall_s and backoff on purpose."""
     with RtspServer(clip) as server:
-        reader, events = reader_factory(
-            camera(server.url, stall_s=stall_s, read_timeout_s=1.0, open_timeout_s=5.0, reconnect_min_s=0.2, reconnect_max_s=1.0)
-        )
+        reader, events = reader_factory(camera(server.url, max_fps=30.0))
         assert events.wait_for(SOURCE_UP, timeout_s=15, detail=server.stderr_tail)
         assert wait_until(lambda: reader.counters.frames_read > 3, 5)
         server.stop()
         stopped = time.monotonic()
-        assert events.wait_for(SOURCE_DOWN, timeout_s=stall_s + 4)
-        down_after = time.monotonic() - stopped
-        assert down_after < stall_s + 4
-        assert reader.counters.up is False and reader.counters.stalls == 1
-        time.sleep(1.0)  # on purpose: a few refused reconnects before the server is back
+        assert events.wait_for(SOURCE_DOWN, timeout_s=reader.settings.stall_s)
+        down_s = time.monotonic() - stopped
+        assert reader.counters.up is False and reader.counters.stalls == 0
+        assert events.items[1].reason.endswith(CONNECTION_REFUSED), events.items[1].reason
+        time.sleep(4.0)  # on purpose: away long enough for the backoff to grow past 3 s (0.5, 1, 2, 4 s ...)
         server.start()
+        back = time.monotonic()
         assert events.wait_for(SOURCE_UP, count=2, timeout_s=20, detail=server.stderr_tail)
+        up_s = time.monotonic() - back
+        assert reader.counters.reconnects >= 1 and reader.counters.up is True
+    print(f"\nRTSP server stopped: source_down after {down_s * 1000:.0f} ms (stall_s {reader.settings.stall_s:g}); "
+          f"back: frames again {up_s:.2f} s after it listened; reconnects {reader.counters.reconnects}")
     assert events.kinds()[:3] == [SOURCE_UP, SOURCE_DOWN, SOURCE_UP]
-    assert reader.counters.reconnects >= 1 and reader.counters.up is True
+    assert down_s < 1.5
+    assert up_s < 3.0
+
+
+@pytest.mark.timeout(20)
+def test_a_refused_stream_is_down_at_once_and_not_reopened_while_refused(reader_factory) -> None:
+    """A port nobody listens on: down within the first open, the reason says refused, and the
+    backoff (probing the port only, one TCP connect per 0.5 s) reopens at most at its own pace."""
+    started = time.monotonic()
+    reader, events = reader_factory(camera(f"rtsp://admin:{PASSWORD}@127.0.0.1:{free_port()}/x", reconnect_min_s=1.0))
+    assert events.wait_for(SOURCE_DOWN, timeout_s=3)
+    down_s = time.monotonic() - started
+    print(f"\nrefused port: source_down {down_s * 1000:.0f} ms after start")
+    assert down_s < 1.0
+    assert events.items[0].reason.endswith(CONNECTION_REFUSED) and PASSWORD not in events.items[0].reason
+    time.sleep(2.0)  # on purpose: 2 s in which only the backoff's reopens (1 s, 2 s) may happen
+    assert reader.counters.reconnects <= 2
+
+
+def test_stream_address() -> None:
+    assert stream_address("rtsp://a:b@cam.local/x") == ("cam.local", 554)
+    assert stream_address("http://10.0.0.7:8080/mjpg?pwd=x") == ("10.0.0.7", 8080)
+    assert stream_address("https://[::1]/v") == ("::1", 443)
+    assert stream_address("rtsp://cam:99999/x") is None
+    assert stream_address("/dev/video0") is None and stream_address("clip.mp4") is None
 
 
 def test_open_source_names_no_password(tmp_path: Path) -> None:
@@ -335,4 +370,4 @@ def test_open_source_names_no_password(tmp_path: Path) -> None:
     with pytest.raises(SourceUnavailable) as err:
         open_source(camera(f"rtsp://admin:{PASSWORD}@127.0.0.1:{free_port()}/x", open_timeout_s=1.0))
     assert PASSWORD not in str(err.value) and "***@" in str(err.value)
-    assert os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS") == "rtsp_transport;tcp"
+    assert os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS") == "rtsp_transport;tcp|analyzeduration;1000000"

@@ -188,3 +188,23 @@ def test_a_fifo_is_refused_not_waited_on(tmp_path) -> None:
     result = run_cli("image", str(fifo), timeout=60)
     assert result.returncode == ExitCode.DATA
     assert result.stderr.strip().endswith("x.png: not a regular file") and result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("option", "target", "message"),
+    [
+        ("-o", "afile.txt/out.txt", "cannot write"),  # its folder is a regular file
+        ("--annotate", "afile.txt/a.png", "cannot make the folder"),
+    ],
+    ids=["o-under-a-file", "annotate-under-a-file"],
+)
+def test_an_output_that_cannot_be_written_is_one_line_and_exit_73(random_config, tmp_path, option, target, message) -> None:
+    """Regression (issue 22): an unwritable -o file exited 70 "internal error" with a traceback.
+    (Tests run as root, for whom permissions do not stop a write: a regular file as the folder does.)"""
+    (tmp_path / "afile.txt").write_text("a regular file\n")
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((64, 64, 3), 255, np.uint8))
+    result = run_cli("image", "-c", str(random_config), option, str(tmp_path / target), str(blank))
+    assert result.returncode == ExitCode.CANT_CREATE, result.stderr
+    assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr

@@ -19,6 +19,9 @@ from textwatch.log import redact_url
         ("https://cam/live?token=abc.def#frag", "https://cam/live?token=***#frag"),
         ("rtsp://10.0.0.7/stream@2", "rtsp://10.0.0.7/stream@2"),  # "@" in the path is no userinfo
         ("/srv/videos/gate@night.mp4", "/srv/videos/gate@night.mp4"),
+        # Regression (issue 22): check printed a mistyped URL (one slash, none) with its password.
+        ("rtsp:/admin:hunter2@10.0.0.7/live", "rtsp:/***@10.0.0.7/live"),
+        ("rtsp:admin:hunter2@10.0.0.7/live", "rtsp:***@10.0.0.7/live"),
     ],
 )
 def test_credentials_are_redacted(url: str, shown: str) -> None:

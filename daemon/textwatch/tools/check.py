@@ -19,6 +19,7 @@ from textwatch.config import Settings, tcp_endpoint
 from textwatch.detect.darknet import DarknetModel, check_weights, parse_cfg
 from textwatch.detect.runtime import choose_backend, load_model, make_detector
 from textwatch.errors import ConfigError, ModelError, TextwatchError
+from textwatch.log import redact_url
 from textwatch.recognize import check_languages, find_tessdata, make_recognizer
 
 
@@ -61,10 +62,10 @@ def check_sources(settings: Settings) -> None:
     """A file source must exist and decode (regression: a text file or a broken MP4 was retried
     forever); streams and devices may come and go, so they are not checked."""
     files = [c for c in settings.cameras if "://" not in c.url and not c.url.isdigit() and not c.url.startswith("/dev/")]
-    missing = [f"{c.id} ({c.url})" for c in files if not Path(c.url).is_file()]
+    missing = [f"{c.id} ({redact_url(c.url)})" for c in files if not Path(c.url).is_file()]
     if missing:
         raise ConfigError(f"camera video file not found: {', '.join(missing)}")
-    unreadable = [f"{c.id} ({c.url})" for c in files if not decodes(c.url)]
+    unreadable = [f"{c.id} ({redact_url(c.url)})" for c in files if not decodes(c.url)]
     if unreadable:
         raise ConfigError(f"camera video file has no frame OpenCV can decode: {', '.join(unreadable)}")
 

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import TextIO
 
 import cv2
+import numpy as np
 
 from textwatch.config import Settings
-from textwatch.errors import ExitCode, InputError, TextwatchError
+from textwatch.errors import ExitCode, InputError, OutputError, TextwatchError
 from textwatch.tools.oneshot import OneShot, Region, annotate, expand_inputs, load_image, text_lines
 
 
@@ -26,9 +27,11 @@ def run_images(args: argparse.Namespace, settings: Settings) -> int:
     paths = expand_inputs(args.paths)
     if not paths:
         raise InputError("no image files found in " + ", ".join(map(str, args.paths)))
+    if args.annotate:  # its folder is made (or refused) before any image is read
+        annotation_path(args.annotate, paths[0], len(paths) > 1)
     reader = OneShot(settings)
     failures: list[TextwatchError] = []
-    out = args.output.open("w", encoding="utf-8") if args.output else sys.stdout
+    out = open_output(args.output) if args.output else sys.stdout
     try:
         for path in paths:
             try:
@@ -40,12 +43,33 @@ def run_images(args: argparse.Namespace, settings: Settings) -> int:
             regions = reader.read(image)
             write_result(out, path, regions, several=len(paths) > 1, as_json=args.json)
             if args.annotate:
-                cv2.imwrite(str(annotation_path(args.annotate, path, len(paths) > 1)), annotate(image, regions))
+                write_annotation(annotation_path(args.annotate, path, len(paths) > 1), annotate(image, regions))
     finally:
         reader.close()
         if args.output:
             out.close()
     return summarise(failures, len(paths))
+
+
+def open_output(path: Path) -> TextIO:
+    """The -o file, opened for writing; OutputError (exit 73) naming it when it cannot be.
+
+    Regression (issue 22): an unwritable -o file exited 70 "internal error" with a traceback.
+    """
+    try:
+        return path.open("w", encoding="utf-8")
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+def write_annotation(path: Path, picture: np.ndarray) -> None:
+    """Write the --annotate PNG; OutputError when its folder or file cannot be written."""
+    try:
+        written = cv2.imwrite(str(path), picture)
+    except cv2.error:
+        written = False
+    if not written:
+        raise OutputError(f"cannot write the annotated picture {path}")
 
 
 def write_result(out: TextIO, path: Path, regions: list[Region], several: bool, as_json: bool) -> None:
@@ -61,11 +85,12 @@ def write_result(out: TextIO, path: Path, regions: list[Region], several: bool, 
 
 
 def annotation_path(target: Path, image: Path, several: bool) -> Path:
-    if not several:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        return target
-    target.mkdir(parents=True, exist_ok=True)
-    return target / f"{image.stem}.annotated.png"
+    folder = target if several else target.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot make the folder {folder}: {err.strerror or err}") from None
+    return target / f"{image.stem}.annotated.png" if several else target
 
 
 def summarise(failures: list[TextwatchError], total: int) -> int:
