@@ -77,15 +77,18 @@ def mutated(valid: dict[str, Any], extra_keys: list[str] = ()) -> st.SearchStrat
 
 def peak_bytes(call: Callable[[], Any]) -> int:
     """The peak of Python allocations made while `call()` runs (its arguments exist before; raises pass through)."""
-    tracemalloc.start()
+    tracing = tracemalloc.is_tracing()  # python -X tracemalloc: leave it on afterwards
+    if not tracing:
+        tracemalloc.start()
     try:
         tracemalloc.reset_peak()
         start, _ = tracemalloc.get_traced_memory()
         try:
             call()
-        except Exception:  # noqa: BLE001 - only its memory is measured here; the fuzz properties judge the outcome
+        except Exception:  # noqa: BLE001 - only its memory is measured here; the callers judge the outcome
             pass
         _, peak = tracemalloc.get_traced_memory()
     finally:
-        tracemalloc.stop()
+        if not tracing:
+            tracemalloc.stop()
     return peak - start

@@ -223,6 +223,7 @@ def test_dict_parsers_allocate_a_bounded_amount(name: str, data: st.DataObject) 
     raw = data.draw(mutated(data.draw(st.sampled_from(VALID[name]))))
     peak = peak_bytes(lambda: getattr(wire, name)(raw))
     assert peak < MAX_PEAK, f"{name} allocated {peak} bytes"
+    _outcome(name, raw)
 
 
 @pytest.mark.parametrize("name", sorted(SIZE_CLAIMS))
