@@ -147,3 +147,15 @@ def test_an_unparsable_allowed_key_is_refused(tmp_path: Path, clip: Path) -> Non
     (allowed / "broken.key").write_text("this is not a key\n")
     config = daemon_config(tmp_path, str(clip), extra=f'curve_secret_key = "{secret}"\ncurve_allowed_keys = "{allowed}"')
     check_fails_with(config, "broken.key")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("x = " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
+    ('[detector]\ncfg = "~nosuchuser-textwatch/x.cfg"\n', "cannot be used"),
+])
+def test_a_config_the_loader_could_not_read_exits_78_with_one_line(write_config, text: str, expected: str) -> None:
+    """Regression (issue 22, found again by tests/unit/test_fuzz_config.py): a 5,000-deep TOML array made
+    `check` exit 70 "internal error" (RecursionError); a path under an unknown user's home raised RuntimeError."""
+    result = run_cli("check", "-c", str(write_config(text)))
+    assert result.returncode == ExitCode.CONFIG, result.stderr
+    assert result.stderr.count("\n") == 1 and expected in result.stderr and "Traceback" not in result.stderr
