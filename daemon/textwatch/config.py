@@ -174,6 +174,10 @@ class FilterSettings(Strict):
             re.compile(value)
         except re.error as error:
             raise ValueError(f"format is not a valid regular expression: {error}") from error
+        except (OverflowError, RecursionError):
+            # Regression (fuzzing, issue 22): "a{99999999999}" raised OverflowError and 3,000 nested
+            # groups RecursionError through pydantic (which converts only ValueError) out of load_settings.
+            raise ValueError("format is not a usable regular expression: a repeat count too large or nested too deeply") from None
         return value
 
     @field_validator("replacements")
@@ -448,7 +452,10 @@ class BusSettings(Strict):
                 setattr(self, key, _absolute(value, base))
 
 
-_TCP_ENDPOINT = re.compile(r"^tcp://(\[[0-9A-Fa-f:.]+\]|[^:/\[\]]+):(\d{1,5})$")
+# Regression (fuzzing, issue 22): `\d` took Arabic-Indic digits ("tcp://127.0.0.1:٣٣٣٣"), `$` a trailing
+# newline and the host any character but ":/[]" (spaces, non-ASCII); check passed them and ZeroMQ could
+# not bind. Now: a host of printable ASCII but ":/[]", ASCII digits, and \Z.
+_TCP_ENDPOINT = re.compile(r"^tcp://(\[[0-9A-Fa-f:.]+\]|[!-.0-9;-Z\\^-~]+):([0-9]{1,5})\Z")
 WILDCARD_HOSTS = {"*", "0.0.0.0", "::", "[::]"}
 
 
@@ -526,7 +533,7 @@ class MetricsSettings(Strict):
         return split_listen(self.listen)
 
 
-_LISTEN = re.compile(r"^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+)):([0-9]{1,5})$")
+_LISTEN = re.compile(r"^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+)):([0-9]{1,5})\Z")  # \Z: no trailing newline
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -781,8 +788,13 @@ def resolve_source(url: str, base: Path) -> str:
 
 
 def _absolute(path: Path, base: Path) -> Path:
-    path = path.expanduser()
-    return path if path.is_absolute() else (base / path).resolve()
+    """Regression (fuzzing, issue 22): "~nosuchuser/x" raised RuntimeError (no such home folder), a
+    NUL byte ValueError, out of load_settings, where ConfigError is the contract."""
+    try:
+        expanded = path.expanduser()
+        return expanded if expanded.is_absolute() else (base / expanded).resolve()
+    except (RuntimeError, ValueError, OSError) as err:
+        raise ConfigError(f"path {str(path)!r} cannot be used: {one_line(str(err))}") from None
 
 
 def load_settings(path: str | Path | None) -> Settings:
@@ -798,8 +810,10 @@ def load_settings(path: str | Path | None) -> Settings:
         raise ConfigError(f"config file {path} not readable: {err}") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
-    except RecursionError:  # Regression: a 5,000-deep array exited 70 "internal error" with a huge traceback
+    except RecursionError:  # Regression (issue 22): a 5,000-deep array exited 70 "internal error" with a huge traceback
         raise ConfigError(f"config file {path} nests arrays or tables too deeply to read") from None
+    except ValueError:  # Regression (fuzzing, issue 22): Python's int-digits limit raised a bare ValueError
+        raise ConfigError(f"config file {path} is not usable TOML: an integer of more than 4300 digits") from None
     try:
         settings = Settings.model_validate(data)
     except ValidationError as err:
@@ -807,7 +821,10 @@ def load_settings(path: str | Path | None) -> Settings:
     except RecursionError:
         raise ConfigError(f"config file {path} nests values too deeply to check") from None
     settings.source = path.resolve()
-    return settings.resolve_paths(path.resolve().parent)
+    try:
+        return settings.resolve_paths(path.resolve().parent)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
 
 
 def describe_validation_error(err: ValidationError) -> str:
@@ -820,7 +837,19 @@ def describe_validation_error(err: ValidationError) -> str:
         else:
             problems.append(f"'{where}': {item['msg']}")
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    return problems[0] + more
+    return one_line(problems[0] + more)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """`text` with control characters and line breaks escaped (a newline shows as \\n).
+
+    Regression (fuzzing, issue 22): a key or value holding a newline (`"\\n" = []`, a camera
+    url "rtsp:/x\\ny") made the "one-line" config error span several lines.
+    """
+    return _CONTROL.sub(lambda match: repr(match[0])[1:-1], text)
 
 
 HEADER = """\

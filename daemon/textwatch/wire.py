@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
 from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any
 
@@ -206,7 +207,7 @@ def frame_notice_from_dict(raw: dict[str, Any]) -> FrameNotice:
     if not 0 <= notice.sent <= notice.regions or not 1 <= notice.regions <= MAX_REGIONS:
         # Regression: a 118-byte notice claiming 20,000,000 regions took the publisher to 1 GB
         # and published a 189 MB frame.<camera> of "missing" regions to every subscriber.
-        raise WireError(f"frame notice with {notice.sent} of {notice.regions} regions sent (at most {MAX_REGIONS})")
+        raise WireError(f"frame notice with {_shown(notice.sent)} of {_shown(notice.regions)} regions sent (at most {MAX_REGIONS})")
     return notice
 
 
@@ -228,7 +229,7 @@ def track_notice_from_dict(raw: dict[str, Any]) -> TrackNotice:
     except (KeyError, TypeError) as err:
         raise WireError(f"track notice field missing or mistyped: {err}") from None
     if notice.event not in ("appeared", "gone"):
-        raise WireError(f"track notice event {notice.event!r}")
+        raise WireError(f"track notice event {_shown(notice.event)}")
     return notice
 
 
@@ -378,6 +379,8 @@ def stats_from_dict(raw: dict[str, Any]) -> Stats:
     Counters must be non-negative: the metrics exporter mirrors them into
     Prometheus counters, which only go up.
     """
+    if not isinstance(raw, dict):  # Regression (fuzzing): a non-object raised AttributeError, not WireError
+        raise WireError("stats payload is not an object")
     role = raw.get("role")
     try:
         common = {"process": _str(raw, "process"), "ts": _float(raw, "ts"),
@@ -412,8 +415,8 @@ def stats_from_dict(raw: dict[str, Any]) -> Stats:
                 **common, **_counts_of(raw, MQTT_COUNTS), dropped=_count_map(raw, "dropped"), connected=connected
             )
     except (KeyError, TypeError) as err:
-        raise WireError(f"{role} stats field missing or mistyped: {err}") from None
-    raise WireError(f"stats of unknown role {role!r}")
+        raise WireError(f"{_shown(role)} stats field missing or mistyped: {err}") from None
+    raise WireError(f"stats of unknown role {_shown(role)}")
 
 
 DETECT_COUNTS = ("frames", "batches", "crops_sent")
@@ -470,7 +473,7 @@ def decode_crop(frames: list[bytes]) -> tuple[CropHeader, np.ndarray]:
             text_height=_float(raw, "text_height"),
             shape=_ints(raw, "shape", 3),
             dtype=_str(raw, "dtype"),
-            track=raw.get("track") if isinstance(raw.get("track"), int) else None,
+            track=_optional(raw, "track", _int),  # Regression (fuzzing): "track": true was taken as track 1
             engine=_optional(raw, "engine", _str),
             charset=_str(raw, "charset") if "charset" in raw else "",
             v=_int(raw, "v"),
@@ -484,18 +487,18 @@ def decode_crop(frames: list[bytes]) -> tuple[CropHeader, np.ndarray]:
 
 def _check_crop(header: CropHeader, size: int) -> None:
     if header.v != SCHEMA_VERSION:
-        raise WireError(f"crop schema version {header.v}, expected {SCHEMA_VERSION}")
+        raise WireError(f"crop schema version {_shown(header.v)}, expected {SCHEMA_VERSION}")
     if header.dtype != "uint8":
-        raise WireError(f"crop dtype {header.dtype!r}, expected 'uint8'")
+        raise WireError(f"crop dtype {_shown(header.dtype)}, expected 'uint8'")
     h, w, c = header.shape
     if h < 1 or w < 1 or c not in (1, 3) or h * w > MAX_CROP_PIXELS:
-        raise WireError(f"crop shape {header.shape} out of bounds")
+        raise WireError(f"crop shape {_shown(header.shape)} out of bounds")
     if h * w * c != size:
         raise WireError(f"crop has {size} bytes, header shape {header.shape} needs {h * w * c}")
     if not 0 <= header.region < max(1, header.regions) or header.regions > MAX_REGIONS:
-        raise WireError(f"region {header.region} of {header.regions} out of range (at most {MAX_REGIONS} regions)")
+        raise WireError(f"region {_shown(header.region)} of {_shown(header.regions)} out of range (at most {MAX_REGIONS} regions)")
     if header.engine is not None and header.engine not in OCR_ENGINES:
-        raise WireError(f"crop engine {header.engine!r} is none of {', '.join(OCR_ENGINES)}")
+        raise WireError(f"crop engine {_shown(header.engine)} is none of {', '.join(OCR_ENGINES)}")
     if len(header.charset) > MAX_CHARSET:
         raise WireError(f"crop charset of {len(header.charset)} characters (at most {MAX_CHARSET})")
 
@@ -545,7 +548,7 @@ def decode_published(frames: list[bytes]) -> tuple[str, dict[str, Any]]:
         raise WireError("topic is not UTF-8") from None
     payload = _loads(frames[1])
     if payload.get("v") != SCHEMA_VERSION:
-        raise WireError(f"schema version {payload.get('v')!r}, expected {SCHEMA_VERSION}")
+        raise WireError(f"schema version {_shown(payload.get('v'))}, expected {SCHEMA_VERSION}")
     return name, payload
 
 
@@ -565,7 +568,7 @@ def text_result_from_dict(raw: dict[str, Any]) -> TextResult:
             ocr_confidence=_float(raw, "ocr_confidence"),
             worker=_str(raw, "worker"),
             latency_ms=_float(raw, "latency_ms"),
-            track=raw.get("track") if isinstance(raw.get("track"), int) else None,
+            track=_optional(raw, "track", _int),  # Regression (fuzzing): "track": true was taken as track 1
             error=raw.get("error") if isinstance(raw.get("error"), str) else None,
         )
     except (KeyError, TypeError) as err:
@@ -627,16 +630,16 @@ def decode_media(frames: list[bytes]) -> tuple[str, dict[str, Any], bytes]:
         raise WireError("topic is not UTF-8") from None
     kind = name.split(".", 1)[0]
     if kind not in MEDIA_TOPICS:
-        raise WireError(f"three-frame message on topic {name!r}, which is not a media topic")
+        raise WireError(f"three-frame message on topic {_shown(name)}, which is not a media topic")
     header = _loads(frames[1])
     if header.get("v") != SCHEMA_VERSION:
-        raise WireError(f"schema version {header.get('v')!r}, expected {SCHEMA_VERSION}")
+        raise WireError(f"schema version {_shown(header.get('v'))}, expected {SCHEMA_VERSION}")
     jpeg = bytes(frames[2])
     if len(jpeg) > MAX_JPEG_BYTES or not jpeg.startswith(b"\xff\xd8"):
         raise WireError(f"{kind} picture is not a JPEG of at most {MAX_JPEG_BYTES} bytes")
     parsed = snapshot_from_dict(header) if kind == TOPIC_SNAPSHOT else crop_image_from_dict(header)
     if name != topic(kind, parsed.camera):
-        raise WireError(f"topic {name!r} does not match camera {parsed.camera!r}")
+        raise WireError(f"topic {_shown(name)} does not match camera {_shown(parsed.camera)}")
     return name, header, jpeg
 
 
@@ -677,7 +680,7 @@ def track_event_from_dict(raw: dict[str, Any]) -> TrackEvent:
     except (KeyError, TypeError) as err:
         raise WireError(f"track event field missing or mistyped: {err}") from None
     if event.event not in ("appeared", "changed", "gone"):
-        raise WireError(f"track event {event.event!r}")
+        raise WireError(f"track event {_shown(event.event)}")
     return event
 
 
@@ -758,7 +761,7 @@ def source_event_from_dict(raw: dict[str, Any]) -> SourceEvent:
     except (KeyError, TypeError) as err:
         raise WireError(f"source event field missing or mistyped: {err}") from None
     if event.event not in ("source_up", "source_down"):
-        raise WireError(f"source event {event.event!r}")
+        raise WireError(f"source event {_shown(event.event)}")
     return event
 
 
@@ -770,15 +773,49 @@ def _dumps(obj: dict[str, Any]) -> bytes:
 
 
 def _loads(data: bytes) -> dict[str, Any]:
+    """A JSON object, strictly: no NaN/Infinity literals, no number beyond a float, no lone surrogate.
+
+    Regression (fuzzing, issue 22): those three were accepted, and a payload holding one could not
+    be sent again: json.dumps(allow_nan=False) raised ValueError, and a lone surrogate ("\\ud800")
+    raised UnicodeEncodeError wherever the payload was encoded again (the subscribe tool's print).
+    """
     try:
-        obj = json.loads(bytes(data).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        text = bytes(data).decode("utf-8")
+        obj = json.loads(text, parse_constant=_not_json, parse_float=_finite)
+        if "\\u" in text:  # only an escape makes a lone surrogate (UTF-8 cannot hold one): check it encodes
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except (UnicodeError, ValueError, RecursionError):
         # ValueError covers JSONDecodeError and Python's int-digits limit (an integer
         # literal of more than 4300 digits raises a bare ValueError).
         raise WireError("not UTF-8 JSON") from None
     if not isinstance(obj, dict):
         raise WireError("JSON payload is not an object")
     return obj
+
+
+def _not_json(literal: str) -> Any:
+    raise ValueError(f"{literal} is not JSON")
+
+
+def _finite(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):  # 1e999
+        raise ValueError(f"{literal[:20]} is beyond a float")
+    return value
+
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = _SHOWN.maxother = _SHOWN.maxlong = 60
+_SHOWN.maxlevel = 2
+
+
+def _shown(value: Any) -> str:
+    """A sender's value inside an error message: repr'd, at most ~60 characters, nesting cut at 2 levels.
+
+    Regression (fuzzing, issue 22): errors echoed values whole (a 4000-digit schema version, a
+    100 kB event name; a 990-deep list as role raised RecursionError in repr) into every log line.
+    """
+    return _SHOWN.repr(value)
 
 
 def _str(raw: dict[str, Any], key: str) -> str:
@@ -796,10 +833,21 @@ def _int(raw: dict[str, Any], key: str) -> int:
 
 
 def _float(raw: dict[str, Any], key: str) -> float:
+    """A finite number as a float.
+
+    Regression (fuzzing, issue 22): an integer too large for a float (JSON may carry 4300 digits,
+    e.g. "ts": 1000...0 with 400 zeros) raised OverflowError instead of WireError.
+    """
     value = raw[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{key} is not a finite number")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise TypeError(f"{key} is not a finite number") from None
+    if not math.isfinite(number):
+        raise TypeError(f"{key} is not a finite number")
+    return number
 
 
 def _count(raw: dict[str, Any], key: str) -> int:
@@ -831,7 +879,13 @@ def _map(raw: dict[str, Any], key: str) -> dict[str, Any]:
 def _count_map(raw: dict[str, Any], key: str) -> dict[str, int]:
     """An object of non-negative integer counts by name (crops_dropped by reason, ...)."""
     value = _map(raw, key)
-    return {name: _count(value, name) for name in value}
+    counts = {}
+    for name, count in value.items():
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            # the name is the sender's: shown bounded (see _shown)
+            raise TypeError(f"{key}[{_shown(name)}] is not a non-negative integer")
+        counts[name] = count
+    return counts
 
 
 def _ints(raw: dict[str, Any], key: str, count: int) -> tuple[int, ...]:

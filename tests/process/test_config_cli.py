@@ -53,3 +53,15 @@ def test_missing_video_file_is_a_config_error(tmp_path) -> None:
 
 # issue 22's configs that `check` must refuse (bus endpoints, ports in use, URL schemes and
 # their secrets, video files, keys, NaN weights, ...) are one table in test_check_cli.py.
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("x = " + "[" * 5000 + "]" * 5000 + "\n", "too deeply"),
+    ('[detector]\ncfg = "~nosuchuser-textwatch/x.cfg"\n', "cannot be used"),
+])
+def test_a_config_the_loader_could_not_read_exits_78_with_one_line(write_config, text: str, expected: str) -> None:
+    """Regression (issue 22, found again by tests/unit/test_fuzz_config.py): a 5,000-deep TOML array made
+    `check` exit 70 "internal error" (RecursionError); a path under an unknown user's home raised RuntimeError."""
+    result = run_cli("check", "-c", str(write_config(text)))
+    assert result.returncode == ExitCode.CONFIG, result.stderr
+    assert result.stderr.count("\n") == 1 and expected in result.stderr and "Traceback" not in result.stderr
