@@ -13,11 +13,15 @@ import queue
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textwatch import __version__
-from textwatch.config import Settings, load_settings
 from textwatch.errors import ExitCode, InputMissing, TextwatchError
-from textwatch.log import get_logger, setup_logging
+
+# textwatch.config (pydantic, ~0.4 s) and textwatch.log (structlog, ~0.1 s) are imported where used,
+# after `run`'s signal handlers are in place (EarlySignals in main).
+if TYPE_CHECKING:
+    from textwatch.config import Settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,6 +179,8 @@ def _missing_torch(err: ImportError) -> int:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
+    from textwatch.config import load_settings
+
     return load_settings(getattr(args, "config", None))
 
 
@@ -229,6 +235,8 @@ class EarlySignals:
 
     def stop_requested(self) -> str | None:
         """The name of a stop signal received so far (SIGTERM, SIGINT), or None; SIGHUPs are logged and dropped."""
+        from textwatch.log import get_logger
+
         stop = None
         while True:
             try:
@@ -250,6 +258,7 @@ def command_of(argv: list[str]) -> str | None:
 def cmd_run(args: argparse.Namespace) -> int:
     """Validate everything first (exit 78/69 with one line per problem), then supervise."""
     early = getattr(args, "early_signals", None) or EarlySignals()
+    from textwatch.log import get_logger, setup_logging
     from textwatch.tools.check import run_checks
     from textwatch.processes.supervisor import Supervisor
 
@@ -337,6 +346,8 @@ def cmd_bench_detectors(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     early = EarlySignals() if command_of(sys.argv[1:] if argv is None else argv) == "run" else None
+    from textwatch.log import get_logger, setup_logging
+
     args = build_parser().parse_args(argv)
     args.early_signals = early
     setup_logging(["warning", "info", "debug"][min(args.verbose, 2)], process="cli")
