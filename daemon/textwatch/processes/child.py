@@ -8,11 +8,13 @@ then `finish()` (drain, final stats) gives the exit code; `close()` releases
 what the constructor opened, whatever happened. A constructor that fails with
 a TextwatchError is a clean exit with that error's code (78 for a config
 error: the supervisor stops for good instead of restarting), logged as
-`<role>_cannot_start`.
+`<role>_cannot_start`. After every step `run()` beats the process's
+`Heartbeat` (shared memory the supervisor reads): a child that stops beating
+for `pipeline.hung_s` is killed and restarted (processes/supervisor.py).
 
 The preamble (`child_main`, run by the supervisor in each spawned child):
 logging with the process's name, its process title (`textwatch: NAME`, with
-setproctitle when installed), a parent-death signal so no child outlives a
+setproctitle), a parent-death signal so no child outlives a
 killed supervisor, SIGTERM setting `stop`, SIGINT ignored (Ctrl-C reaches the
 whole process group; the supervisor decides and stops children in stages).
 
