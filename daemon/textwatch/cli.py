@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import queue
+import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textwatch import __version__
-from textwatch.config import Settings, load_settings
 from textwatch.errors import ExitCode, InputMissing, TextwatchError
-from textwatch.log import get_logger, setup_logging
+
+# textwatch.config (pydantic, ~0.4 s) and textwatch.log (structlog, ~0.1 s) are imported where used,
+# after `run`'s signal handlers are in place (EarlySignals in main).
+if TYPE_CHECKING:
+    from textwatch.config import Settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,6 +179,8 @@ def _missing_torch(err: ImportError) -> int:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
+    from textwatch.config import load_settings
+
     return load_settings(getattr(args, "config", None))
 
 
@@ -210,8 +218,47 @@ def cmd_check(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+class EarlySignals:
+    """`textwatch run`'s signals from its first instant, before the 1-2 s of imports and start-up
+    checks: queued, never acted on mid-check. Regression (issue 22): the handlers came only with
+    the supervisor, so a SIGHUP during the checks killed the daemon (the docs say it is ignored).
+
+    After the checks, a queued SIGTERM or SIGINT stops `run` with exit 0 before any child starts;
+    a SIGHUP is logged as ignored. The queue then goes to the Supervisor, whose handlers replace these."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for sig in self.SIGNALS:
+            signal.signal(sig, lambda signum, _frame: self.queue.put(signum))
+
+    def stop_requested(self) -> str | None:
+        """The name of a stop signal received so far (SIGTERM, SIGINT), or None; SIGHUPs are logged and dropped."""
+        from textwatch.log import get_logger
+
+        stop = None
+        while True:
+            try:
+                signum = self.queue.get_nowait()
+            except queue.Empty:
+                return stop
+            if signum == signal.SIGHUP:
+                get_logger().info("sighup_ignored", hint="restart the service to reload its config")
+            else:
+                stop = stop or signal.Signals(signum).name
+
+
+def command_of(argv: list[str]) -> str | None:
+    """The subcommand in argv without parsing it (the global options take no value): the first
+    word that is not an option."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Validate everything first (exit 78/69 with one line per problem), then supervise."""
+    early = getattr(args, "early_signals", None) or EarlySignals()
+    from textwatch.log import get_logger, setup_logging
     from textwatch.tools.check import run_checks
     from textwatch.processes.supervisor import Supervisor
 
@@ -222,7 +269,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if problems:
         return max(p.exit_code for p in problems)
     setup_logging(["info", "info", "debug"][min(args.verbose, 2)], process="supervisor")
-    return Supervisor(settings).run()
+    stop = early.stop_requested()
+    if stop is not None:
+        get_logger().info("stopped_before_start", reason=stop)
+        return ExitCode.OK
+    return Supervisor(settings, signals=early.queue).run()
 
 
 def cmd_bench_ocr(args: argparse.Namespace) -> int:
@@ -294,7 +345,11 @@ def cmd_bench_detectors(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    early = EarlySignals() if command_of(sys.argv[1:] if argv is None else argv) == "run" else None
+    from textwatch.log import get_logger, setup_logging
+
     args = build_parser().parse_args(argv)
+    args.early_signals = early
     setup_logging(["warning", "info", "debug"][min(args.verbose, 2)], process="cli")
     try:
         return int(args.handler(args))

@@ -354,6 +354,14 @@ class PipelineSettings(Strict):
     worker_max_rss_growth_mb: float = Field(
         200.0, ge=0.0, description="an OCR worker is recycled once its RSS grew this much over its RSS after 100 crops; 0 = never"
     )
+    hung_s: float = Field(
+        15.0, ge=1.0, le=3600.0,
+        description="a child silent (no progress) this long is killed and restarted, counted; keep under systemd's WatchdogSec",
+    )
+    start_timeout_s: float = Field(
+        90.0, ge=1.0, le=3600.0,
+        description="a starting child's time to its first sign of progress (model load, Tesseract, the pool) before it is hung",
+    )
 
 
 class BusSettings(Strict):

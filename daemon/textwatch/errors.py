@@ -24,6 +24,7 @@ class ExitCode(IntEnum):
     CANT_CREATE = 73  # EX_CANTCREAT: an output file (image -o, --annotate) cannot be written
     RECYCLE = 75  # EX_TEMPFAIL: an OCR worker retiring on purpose (crop count or RSS growth); restarted at once, off budget
     CONFIG = 78  # invalid config or model files: restarting will not help
+    TIMED_OUT = 124  # timeout(1)'s code: an OCR worker ended by its own watchdog, a crop past ocr.timeout_ms; replaced at once, off budget
 
 
 class TextwatchError(Exception):

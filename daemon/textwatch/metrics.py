@@ -146,6 +146,19 @@ class Exporter:
         # workers
         self.ocr_crops = counter("ocr_crops", "Crops read by a worker, by result status", "process", "status")
         self.ocr_seconds = counter("ocr_seconds", "Time a worker spent reading crops", "process")
+        self.ocr_timeouts = counter(
+            "ocr_timeouts", "Crops given up at ocr.timeout_ms (by the engine or the worker's watchdog); also failed", "process"
+        )
+        # the supervisor: it outlives every child, so these survive any restart (the publisher's included)
+        self.child_starts = counter("child_starts", "Child process starts by the supervisor, the first included", "child")
+        self.child_restarts = counter(
+            "child_restarts", "Child replacements after a failure (crash, kill, hang): what the restart budget counts", "child"
+        )
+        self.child_hangs = counter("child_hangs", "Children killed for no progress within pipeline.hung_s", "child")
+        self.child_recycles = counter("child_recycles", "Planned worker replacements (worker_max_crops, RSS growth)", "child")
+        self.child_timed_out = counter(
+            "child_timed_out", "Workers ended by their watchdog, a crop past its ocr.timeout_ms deadline", "child"
+        )
         # publisher
         self.messages_forwarded = counter("messages_forwarded", "Producer messages passed to subscribers", "process")
         self.messages_rejected = counter("messages_rejected", "Malformed messages dropped", "process")
@@ -207,7 +220,9 @@ class Exporter:
                 ("failed", self.ocr_crops, ("failed",), 1.0),
                 ("rejected", self.messages_rejected, (), 1.0),
                 ("ocr_ms_total", self.ocr_seconds, (), 0.001),
+                ("timeouts", self.ocr_timeouts, (), 1.0),
             ],
+            "supervisor": [],  # its counters are per child: _child_observations
             "publisher": [
                 ("forwarded", self.messages_forwarded, (), 1.0),
                 ("rejected", self.messages_rejected, (), 1.0),
@@ -328,6 +343,8 @@ class Exporter:
             for reason, count in stats.refused.items():
                 if NAME.match(reason):
                     yield _Observation(("refused", reason), float(count), self.messages_refused, (name, reason))
+        if isinstance(stats, wire.SupervisorStats):
+            yield from self._child_observations(stats)
         if isinstance(stats, wire.MqttStats):
             for reason, count in stats.dropped.items():
                 if NAME.match(reason):
@@ -335,6 +352,19 @@ class Exporter:
         for camera, counters in cameras.items():
             for key, metric in self._camera_counters.items():
                 yield _Observation(("camera", camera, key), float(getattr(counters, key)), metric, (camera,))
+
+    def _child_observations(self, stats: wire.SupervisorStats) -> Iterable[_Observation]:
+        """The supervisor's counts of each child, labelled by child name."""
+        metrics = {
+            "starts": self.child_starts, "restarts": self.child_restarts, "hung": self.child_hangs,
+            "recycled": self.child_recycles, "timed_out": self.child_timed_out,
+        }
+        for child, counts in stats.children.items():
+            if not NAME.match(child):
+                self.ignored.labels("bad_child_name").inc()
+                continue
+            for key, metric in metrics.items():
+                yield _Observation(("child", child, key), float(getattr(counts, key)), metric, (child,))
 
     def _gate_observations(self, name: str, stats: wire.DetectStats) -> Iterable[_Observation]:
         """The change gate's counters (issue 16) and the detect process's CPU time."""

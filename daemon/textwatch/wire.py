@@ -365,7 +365,32 @@ class MqttStats:
     v: int = SCHEMA_VERSION
 
 
-Stats = DetectStats | WorkerStats | PublisherStats | HistoryStats | MqttStats
+@dataclass(frozen=True)
+class ChildCounts:
+    """One child's history as the supervisor counts it: the supervisor outlives every child,
+    so these survive any child's restart (the publisher's, which hosts the metrics, included)."""
+
+    starts: int  # spawns, the first one included
+    restarts: int  # replacements after a failure (a crash, a kill, a hang): what the restart budget counts
+    hung: int  # killed for no progress past pipeline.hung_s (start_timeout_s while starting); also in restarts
+    recycled: int  # planned replacements of a worker (worker_max_crops, RSS growth): not failures
+    timed_out: int  # workers that ended themselves past a crop's ocr.timeout_ms deadline: not failures
+
+
+@dataclass(frozen=True)
+class SupervisorStats:
+    """stats from the supervisor (`textwatch run`): every child's starts, restarts, hangs, every stats_interval_s."""
+
+    process: str  # "supervisor"
+    ts: float
+    children: dict[str, ChildCounts]  # by child name: publisher, ocr-0, detect-0, ...
+    started: float | None = None
+    rss_bytes: int | None = None
+    role: str = "supervisor"
+    v: int = SCHEMA_VERSION
+
+
+Stats = DetectStats | WorkerStats | PublisherStats | HistoryStats | MqttStats | SupervisorStats
 
 
 def stats_payload(stats: Stats) -> dict[str, Any]:
@@ -414,6 +439,8 @@ def stats_from_dict(raw: dict[str, Any]) -> Stats:
             return MqttStats(
                 **common, **_counts_of(raw, MQTT_COUNTS), dropped=_count_map(raw, "dropped"), connected=connected
             )
+        if role == "supervisor":
+            return SupervisorStats(**common, children=_children(raw))
     except (KeyError, TypeError) as err:
         raise WireError(f"{_shown(role)} stats field missing or mistyped: {err}") from None
     raise WireError(f"stats of unknown role {_shown(role)}")
@@ -430,6 +457,22 @@ HISTORY_COUNTS = (
 )
 MQTT_COUNTS = ("received", "rejected", "published", "queued", "connects", "disconnects")
 CAMERA_COUNTS = ("frames_read", "frames_skipped", "frames_delivered", "reconnects", "stalls", "read_errors", "crops_sent")
+
+
+CHILD_COUNTS = ("starts", "restarts", "hung", "recycled", "timed_out")
+MAX_CHILDREN = 1024  # children in one supervisor stats message (bus.local_workers is at most 256)
+
+
+def _children(raw: dict[str, Any]) -> dict[str, ChildCounts]:
+    children = _map(raw, "children")
+    if len(children) > MAX_CHILDREN:
+        raise TypeError(f"{len(children)} children, more than {MAX_CHILDREN}")
+    counts = {}
+    for name, value in children.items():
+        if not isinstance(value, dict):
+            raise TypeError(f"child {name!r} is not an object")
+        counts[name] = ChildCounts(**_counts_of(value, CHILD_COUNTS))
+    return counts
 
 
 def _camera_stats(raw: Any) -> CameraStats:

@@ -91,3 +91,32 @@ def test_a_frame_notice_cannot_claim_millions_of_regions() -> None:
     with pytest.raises(wire.WireError, match="at most"):
         wire.frame_notice_from_dict(notice)
     assert wire.frame_notice_from_dict({**notice, "regions": wire.MAX_REGIONS}).regions == wire.MAX_REGIONS
+
+
+def supervisor_stats(children: int = 2) -> wire.SupervisorStats:
+    counts = wire.ChildCounts(starts=3, restarts=1, hung=1, recycled=1, timed_out=0)
+    return wire.SupervisorStats(
+        process="supervisor", ts=100.0, children={f"ocr-{i}": counts for i in range(children)}, started=90.0,
+        rss_bytes=1 << 20,
+    )
+
+
+def test_the_supervisors_stats_round_trip_with_every_childs_counts() -> None:
+    """Restart counts are the supervisor's own message (issue 22: they vanished with the publisher)."""
+    assert round_trip(supervisor_stats()) == supervisor_stats()
+
+
+@pytest.mark.parametrize(
+    "children", [{"ocr-0": {"starts": 1}}, {"ocr-0": 3}, {"ocr-0": {k: -1 for k in wire.CHILD_COUNTS}}, []],
+    ids=["missing", "not-an-object", "negative", "not-a-map"],
+)
+def test_malformed_supervisor_stats_are_refused(children: object) -> None:
+    body = {**wire.stats_payload(supervisor_stats()), "children": children}
+    with pytest.raises(wire.WireError):
+        wire.stats_from_dict(body)
+
+
+def test_supervisor_stats_cannot_claim_unbounded_children() -> None:
+    body = wire.stats_payload(supervisor_stats(children=wire.MAX_CHILDREN + 1))
+    with pytest.raises(wire.WireError, match="children"):
+        wire.stats_from_dict(body)

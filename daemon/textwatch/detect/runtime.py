@@ -10,6 +10,11 @@ the trainer uses.
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import subprocess
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -95,8 +100,11 @@ def cuda_device_count() -> int:
         return 0
 
 
-def choose_backend(requested: str) -> str:
-    """Resolve `auto` and check that an explicit request can be met; never fall back silently."""
+def choose_backend(requested: str, torch_probe: Callable[[], str | None] | None = None) -> str:
+    """Resolve `auto` and check that an explicit request can be met; never fall back silently.
+
+    `torch_probe` answers torch_device() (the start-up checks pass torch_device_elsewhere)."""
+    probe = torch_probe or torch_device
     has_cuda = cuda_device_count() > 0
     if requested in ("cuda", "cuda-fp16") and not has_cuda:
         raise BackendUnavailable(
@@ -105,24 +113,56 @@ def choose_backend(requested: str) -> str:
         )
     if requested == "opencl" and not cv2.ocl.haveOpenCL():
         raise BackendUnavailable("detector.backend = 'opencl' but OpenCV finds no OpenCL device")
-    if requested == "torch" and torch_device() is None:
+    if requested == "torch" and probe() is None:
         raise BackendUnavailable(
             "detector.backend = 'torch' needs PyTorch (pip install 'textwatch[torch]'), which is not importable"
         )
     if requested == "auto":
         if has_cuda:
             return "cuda-fp16"
-        return "torch" if torch_device() == "cuda" else "cpu"
+        return "torch" if probe() == "cuda" else "cpu"
     return requested
 
 
 def torch_device() -> str | None:
-    """'cuda' when torch sees a GPU, 'cpu' when torch is installed without one, None without torch."""
+    """'cuda' when torch sees a GPU, 'cpu' when torch is installed without one, None without torch.
+
+    torch (300+ MB resident) is imported only where it may run on a GPU: not at all when it is
+    not installed, nor on a machine without a GPU driver, where torch could only be 'cpu'
+    (regression, issue 22: start-up checks imported torch and the supervisor held 357 MB while
+    the OpenCV backend ran)."""
+    if "torch" not in sys.modules:
+        if importlib.util.find_spec("torch") is None:
+            return None
+        if not gpu_driver_present():
+            return "cpu"
     try:
         import torch
     except ImportError:
         return None
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+GPU_DRIVER_FILES = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/kfd")  # NVIDIA, and ROCm's torch.cuda
+
+
+def gpu_driver_present() -> bool:
+    """A GPU driver torch.cuda could use is loaded (without it torch.cuda.is_available() is False)."""
+    return any(os.path.exists(path) for path in GPU_DRIVER_FILES)
+
+
+def torch_device_elsewhere() -> str | None:
+    """torch_device() answered by a short-lived interpreter when it would import torch here: for
+    the supervisor's start-up checks, which must not hold torch for the daemon's lifetime."""
+    if "torch" in sys.modules or importlib.util.find_spec("torch") is None or not gpu_driver_present():
+        return torch_device()
+    probe = "from textwatch.detect.runtime import torch_device; print(torch_device())"
+    try:
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    answer = done.stdout.strip().splitlines()[-1:] if done.returncode == 0 else []
+    return answer[0] if answer and answer[0] in ("cuda", "cpu") else None
 
 
 class Net(Protocol):

@@ -8,11 +8,13 @@ then `finish()` (drain, final stats) gives the exit code; `close()` releases
 what the constructor opened, whatever happened. A constructor that fails with
 a TextwatchError is a clean exit with that error's code (78 for a config
 error: the supervisor stops for good instead of restarting), logged as
-`<role>_cannot_start`.
+`<role>_cannot_start`. After every step `run()` beats the process's
+`Heartbeat` (shared memory the supervisor reads): a child that stops beating
+for `pipeline.hung_s` is killed and restarted (processes/supervisor.py).
 
 The preamble (`child_main`, run by the supervisor in each spawned child):
 logging with the process's name, its process title (`textwatch: NAME`, with
-setproctitle when installed), a parent-death signal so no child outlives a
+setproctitle), a parent-death signal so no child outlives a
 killed supervisor, SIGTERM setting `stop`, SIGINT ignored (Ctrl-C reaches the
 whole process group; the supervisor decides and stops children in stages).
 
@@ -27,8 +29,9 @@ import argparse
 import importlib
 import signal
 import threading
+import time
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textwatch.bus import Endpoints
 from textwatch.config import Settings, load_settings
@@ -36,10 +39,41 @@ from textwatch.errors import ExitCode, TextwatchError
 from textwatch.log import get_logger, setup_logging
 
 
+class Heartbeat:
+    """A child's sign of progress to the supervisor (gunicorn's arbiter and its workers' tmp files).
+
+    One double in shared memory (a multiprocessing RawValue made by the supervisor
+    and handed to the spawned child) holding the CLOCK_MONOTONIC time of the last
+    beat: the clock is the same in every process of the machine, no lock is needed
+    for one aligned 8-byte store, and a stopped (SIGSTOP) or wedged process stops
+    writing it. 0.0 = no beat yet (the child is starting). Without shared memory
+    (a process run alone) beating does nothing.
+    """
+
+    def __init__(self, shared: Any = None) -> None:
+        self.shared = shared
+
+    def beat(self) -> None:
+        if self.shared is not None:
+            self.shared.value = time.monotonic()
+
+    def last(self) -> float | None:
+        """When the child last beat (time.monotonic()), None before its first beat."""
+        if self.shared is None or not self.shared.value:
+            return None
+        return float(self.shared.value)
+
+    def reset(self) -> None:
+        """Before a (re)start: no beat yet, the start-up allowance applies."""
+        if self.shared is not None:
+            self.shared.value = 0.0
+
+
 class Process(ABC):
     """The contract of every child: construct (open), run (loop of step), close (release)."""
 
     role: ClassVar[str]  # "publisher" | "worker" | "detect": the supervisor's restart rules, the stats' role
+    heartbeat: Heartbeat = Heartbeat()  # set by `start`; a beat after every step is the supervisor's liveness
 
     def __init__(self, settings: Settings, endpoints: Endpoints, name: str, stop: threading.Event) -> None:
         self.settings = settings
@@ -50,8 +84,10 @@ class Process(ABC):
     def run(self) -> int:
         """Step until stopped or done, then finish; close in every case. Returns the exit code."""
         try:
+            self.heartbeat.beat()  # constructed: the start-up allowance ends, pipeline.hung_s applies
             while not self.stop.is_set() and not self.done():
                 self.step()
+                self.heartbeat.beat()
             return int(self.finish())
         finally:
             self.close()
@@ -73,7 +109,10 @@ class Process(ABC):
         """Release what the constructor opened (sockets, contexts, engines); safe after a partial run."""
 
 
-def start(cls: type[Process], settings: Settings, endpoints: Endpoints, name: str, stop: threading.Event) -> int:
+def start(
+    cls: type[Process], settings: Settings, endpoints: Endpoints, name: str, stop: threading.Event,
+    heartbeat: Heartbeat | None = None,
+) -> int:
     """Build and run one process; a start-up TextwatchError is logged and becomes the exit code."""
     log = get_logger()
     try:
@@ -81,6 +120,8 @@ def start(cls: type[Process], settings: Settings, endpoints: Endpoints, name: st
     except TextwatchError as err:
         log.error(f"{cls.role}_cannot_start", error=str(err), code=int(err.exit_code))
         return int(err.exit_code)
+    if heartbeat is not None:
+        process.heartbeat = heartbeat
     return process.run()
 
 
@@ -94,7 +135,10 @@ def load_class(path: str) -> type[Process]:
     return cls
 
 
-def child_main(class_path: str, name: str, settings: Settings, endpoints: Endpoints, log_json: bool | None) -> None:
+def child_main(
+    class_path: str, name: str, settings: Settings, endpoints: Endpoints, log_json: bool | None,
+    heartbeat: Heartbeat | None = None,
+) -> None:
     """Entry point of every spawned child: identity, signals, then the process; exits with its code."""
     setup_logging("info", process=name, json=log_json)
     cls = load_class(class_path)
@@ -103,7 +147,7 @@ def child_main(class_path: str, name: str, settings: Settings, endpoints: Endpoi
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise SystemExit(_guarded(cls, settings, endpoints, name, stop))
+    raise SystemExit(_guarded(cls, settings, endpoints, name, stop, heartbeat))
 
 
 def run_alone(cls: type[Process], settings: Settings, endpoints: Endpoints, name: str) -> int:
@@ -134,10 +178,13 @@ def main(cls: type[Process], default_name: str, argv: list[str] | None = None) -
     return run_alone(cls, settings, endpoints, args.name)
 
 
-def _guarded(cls: type[Process], settings: Settings, endpoints: Endpoints, name: str, stop: threading.Event) -> int:
+def _guarded(
+    cls: type[Process], settings: Settings, endpoints: Endpoints, name: str, stop: threading.Event,
+    heartbeat: Heartbeat | None = None,
+) -> int:
     """`start`, with a crash logged with its traceback and turned into ExitCode.SOFTWARE (restarted)."""
     try:
-        return start(cls, settings, endpoints, name, stop)
+        return start(cls, settings, endpoints, name, stop, heartbeat)
     except Exception:  # noqa: BLE001 - a crash is logged with its traceback, and the supervisor restarts us
         get_logger().exception("child_crashed")
         return int(ExitCode.SOFTWARE)
@@ -155,7 +202,8 @@ def die_with_parent() -> None:
 
 
 def set_title(title: str) -> None:
-    """Name the process in ps/top if setproctitle is installed (optional; no dependency)."""
+    """Name the process in ps/top (`textwatch: ocr-0`); setproctitle is a dependency, the
+    ImportError fallback only keeps an incomplete install running."""
     try:
         from setproctitle import setproctitle
     except ImportError:

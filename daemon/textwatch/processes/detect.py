@@ -110,6 +110,7 @@ class DetectProcess(Process):
             batch = frames[start : start + self.settings.pipeline.batch]
             for frame, detections in zip(batch, self.detect(batch)):
                 self.handle_frame(frame, detections)
+            self.heartbeat.beat()  # progress after each batch: pipeline.hung_s bounds one batch, not a whole step
         self.publish_stats_when_due()
 
     def newest_frames(self) -> list[Frame]:

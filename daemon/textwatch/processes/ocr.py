@@ -19,6 +19,20 @@ RSS_BASELINE_CROPS crops, a worker finishes the crop in hand, closes its PULL
 are lost, and show as incomplete frames), publishes final stats and exits
 ExitCode.RECYCLE (75). The supervisor replaces it at once, outside the restart
 budget, and logs `worker_recycled`.
+
+The crop deadline (`CropWatchdog`): Tesseract's own cancel monitor ends most
+slow readings at ocr.timeout_ms, but not all (page layout, thresholding and
+our preprocessing never look at it: a 1400x1400 noise crop with a 5 px text
+height took 24 s at timeout_ms = 20). A watchdog thread in the worker (the
+engines release the GIL) gives the crops being read READ_PASSES x
+ocr.timeout_ms each, plus WATCHDOG_GRACE_S; past that it publishes each of
+them as "failed" with error "timeout", the worker's final stats (`timeouts`
+counted), and ends the process with ExitCode.TIMED_OUT (124): the supervisor
+replaces it at once, off budget (`worker_timed_out`, `timed_out` in its
+stats). While a reading is within its deadline the watchdog beats the
+supervisor's heartbeat, so a long legal batch is not taken for a hang; with
+ocr.timeout_ms = 0 (no limit) there is no watchdog, and pipeline.hung_s is the
+only bound.
 """
 
 from __future__ import annotations
@@ -28,6 +42,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +64,10 @@ POLL_MS = 200  # how often a quiet worker looks at its stop flag
 SUBSCRIBER_WAIT_S = 5.0  # at start, wait this long for the publisher before taking crops
 RSS_BASELINE_CROPS = 100  # a worker's RSS after this many crops is the base its growth is measured from
 RSS_CHECK_EVERY = 10  # crops between two looks at /proc/self/statm
+READ_PASSES = 2  # Tesseract may read a crop twice (ocr.psm, then ocr.fallback_psm), each pass bounded by timeout_ms
+WATCHDOG_GRACE_S = 0.5  # on top of the crops' time: Tesseract's own monitor should end them first
+WATCHDOG_EVERY_S = 0.05  # how often the watchdog looks (and beats while a reading is within its deadline)
+FLUSH_S = 1.5  # a timed-out worker's last results and stats get this long to leave before the process ends
 
 
 @dataclass
@@ -94,6 +113,62 @@ class RecyclePolicy:
         return None
 
 
+@dataclass
+class InHand:
+    """The crops being read now, and when they must be done."""
+
+    headers: list[wire.CropHeader]
+    deadline: float  # time.monotonic()
+
+
+class CropWatchdog:
+    """Bounds the time a worker spends on the crops in hand (the module's docstring says how).
+
+    `guard` serialises the hand-over: the worker's thread sets and clears `in_hand`
+    under it, the watchdog decides under it. Once the watchdog has taken over, it
+    holds `guard` until the process ends, so the worker's thread, back from a late
+    reading, never publishes a second result for the same crop, nor touches its
+    sockets again: the watchdog uses them (a ZeroMQ socket may change threads
+    across a full memory barrier, which the lock is; the worker's thread is not
+    using them while a reading is in hand).
+    """
+
+    def __init__(self, per_crop_s: float, on_expired: Callable[[InHand], None], heartbeat: Callable[[], None]) -> None:
+        self.per_crop_s = per_crop_s
+        self.on_expired = on_expired
+        self.heartbeat = heartbeat
+        self.guard = threading.Lock()
+        self.in_hand: InHand | None = None
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.watch, name="crop-watchdog", daemon=True)
+        self.thread.start()
+
+    def reading(self, headers: list[wire.CropHeader]) -> None:
+        """The worker's thread starts reading these crops."""
+        with self.guard:
+            self.in_hand = InHand(headers, time.monotonic() + self.per_crop_s * len(headers) + WATCHDOG_GRACE_S)
+
+    def done(self) -> None:
+        """The worker's thread has their readings (blocks for good when the watchdog took over)."""
+        with self.guard:
+            self.in_hand = None
+
+    def watch(self) -> None:
+        while not self.stopped.wait(WATCHDOG_EVERY_S):
+            with self.guard:
+                in_hand = self.in_hand
+                if in_hand is None:
+                    continue
+                if time.monotonic() < in_hand.deadline:
+                    self.heartbeat()  # reading, within its deadline: progress
+                    continue
+                self.on_expired(in_hand)  # ends the process; the guard is never released
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=1.0)
+
+
 class OcrWorker(Process):
     """One OCR worker: PULL a crop, read it, PUB its text result; stats every stats_interval_s."""
 
@@ -119,6 +194,10 @@ class OcrWorker(Process):
         self.poller.register(self.crops, zmq.POLLIN)
         self.poller.register(self.results, zmq.POLLIN)  # subscription messages from the publisher
         self.next_stats = time.monotonic() + settings.pipeline.stats_interval_s
+        timeout_s = settings.ocr.timeout_ms / 1000.0
+        self.watchdog = (
+            CropWatchdog(READ_PASSES * timeout_s, self.abandon, lambda: self.heartbeat.beat()) if timeout_s else None
+        )
         self.log.info("worker_started", crops=endpoints.crops, results=endpoints.results)
 
     def open_sockets(self) -> None:
@@ -178,7 +257,13 @@ class OcrWorker(Process):
             crops.setdefault((header.engine, header.charset), []).append((header, pixels))
         for (engine, charset), group in crops.items():
             start = time.perf_counter()
-            readings = self.read(engine, charset, group)
+            if self.watchdog is not None:
+                self.watchdog.reading([header for header, _ in group])
+            try:
+                readings = self.read(engine, charset, group)
+            finally:
+                if self.watchdog is not None:
+                    self.watchdog.done()
             self.counters.ocr_ms_total += (time.perf_counter() - start) * 1000.0
             for (header, _), reading in zip(group, readings):
                 self.count(reading)
@@ -242,7 +327,34 @@ class OcrWorker(Process):
         while time.monotonic() < deadline and self.crops.poll(DRAIN_QUIET_MS, zmq.POLLIN):
             self.handle_batch(self.take_queued())
 
+    def abandon(self, in_hand: InHand) -> None:
+        """The watchdog's verdict (its thread, holding the guard): the crops in hand are failed with
+        "timeout", published with final stats, and the process ends with ExitCode.TIMED_OUT; the
+        engine may be stuck in C code that nothing else can stop."""
+        self.log.error(
+            "crop_timed_out", crops=len(in_hand.headers), timeout_ms=self.settings.ocr.timeout_ms,
+            camera=in_hand.headers[0].camera, seq=in_hand.headers[0].seq, code=int(ExitCode.TIMED_OUT),
+        )
+        reading = Reading("failed", error=TIMEOUT)
+        for header in in_hand.headers:
+            self.count(reading)
+            self.publish(wire.encode_published(wire.TOPIC_TEXT, text_result(header, reading, self.name), header.camera))
+        self.publish_stats()
+        self.flush_and_exit(int(ExitCode.TIMED_OUT))
+
+    def flush_and_exit(self, code: int) -> None:
+        """Let what was just published leave (a context's term waits for it, up to FLUSH_S), then end now."""
+        assert self.results is not None and self.crops is not None
+        self.crops.close(linger=0)
+        self.results.close(linger=int(FLUSH_S * 1000))
+        term = threading.Thread(target=zmq.Context.instance().term, daemon=True)
+        term.start()
+        term.join(FLUSH_S + 0.5)
+        os._exit(code)
+
     def close(self) -> None:
+        if getattr(self, "watchdog", None) is not None:
+            self.watchdog.close()
         for sock in (self.crops, self.results):
             if sock is not None:
                 sock.close()

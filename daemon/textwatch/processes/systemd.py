@@ -247,6 +247,11 @@ class ServiceNotifier:
                 stats_interval_s=settings.pipeline.stats_interval_s,
                 hint="stats must arrive at least twice per WatchdogSec; lower pipeline.stats_interval_s",
             )
+        if 2 * settings.pipeline.hung_s > self.stall_window:
+            log.warning(
+                "watchdog_shorter_than_hung", watchdog_s=self.stall_window, hung_s=settings.pipeline.hung_s,
+                hint="a hung child should be replaced before systemd restarts the unit; keep pipeline.hung_s at most half of WatchdogSec",
+            )
 
     @classmethod
     def from_environment(

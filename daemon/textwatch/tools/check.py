@@ -17,7 +17,7 @@ import numpy as np
 from textwatch.bus import check_curve, runtime_dir
 from textwatch.config import Settings, tcp_endpoint
 from textwatch.detect.darknet import DarknetModel, check_weights, parse_cfg
-from textwatch.detect.runtime import choose_backend, load_model, make_detector
+from textwatch.detect.runtime import choose_backend, load_model, make_detector, torch_device_elsewhere
 from textwatch.errors import ConfigError, ModelError, TextwatchError
 from textwatch.log import redact_url
 from textwatch.recognize import check_languages, find_tessdata, make_recognizer
@@ -45,7 +45,8 @@ def check_finite(model: DarknetModel, weights: Path) -> None:
 
 
 def check_backend(settings: Settings) -> None:
-    choose_backend(settings.detector.backend)
+    """The backend can run; torch is probed in a short-lived interpreter, never imported here (`run`'s supervisor)."""
+    choose_backend(settings.detector.backend, torch_probe=torch_device_elsewhere)
 
 
 def check_ocr(settings: Settings) -> None:
