@@ -49,14 +49,15 @@ def test_a_cut_start_and_a_cut_end_move_onto_the_ink() -> None:
         assert abs(rx1 - x1) <= TOLERANCE and abs(rx2 - x2) <= TOLERANCE, (line.text, line.box, (rx1, rx2))
 
 
-def test_a_box_with_empty_margins_shrinks_to_the_ink() -> None:
+def test_a_box_with_empty_margins_is_never_cut() -> None:
+    """Regression (issue 15): ends moved onto the ink cut license plates (recall 0.760 -> 0.640,
+    faint end characters below the threshold); an end moves inwards only past a rule."""
     gray, lines = page()
     for line in body(lines):
         x1, y1, x2, y2 = line.box
         h = y2 - y1
         loose = (x1 - h // 2, y1, x2 + h // 2, y2)
-        rx1, _, rx2, _ = refine_ends(gray, loose)
-        assert abs(rx1 - x1) <= TOLERANCE and abs(rx2 - x2) <= TOLERANCE, (line.text, (rx1, rx2))
+        assert refine_ends(gray, loose) == loose, line.text
 
 
 def test_two_rows_in_one_box_are_split_into_one_box_per_row() -> None:
