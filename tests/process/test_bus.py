@@ -63,7 +63,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory):
     pool, publish = free_port_pair(), free_port_pair()
     config = folder / "textwatch.toml"
     config.write_text(
-        "[pipeline]\nframe_timeout_s = 0.6\nstats_interval_s = 0.3\nworkers = 1\n"
+        "[pipeline]\nframe_timeout_s = 0.6\nstats_interval_s = 0.3\nworkers = 1\n[metrics]\nenabled = false\n"
         f'[bus]\nruntime_dir = "{folder / "run"}"\npublish = "tcp://127.0.0.1:{publish}"\n'
         f'pool = "tcp://127.0.0.1:{pool}"\npool_plaintext_loopback = true\npublish_hwm = 200\n'
     )
