@@ -35,7 +35,7 @@ from textwatch.detect.geometry import Box
 REACH = 1.5  # how far beyond a box's end its line may continue, in line heights
 MAX_GAP = 0.9  # an empty run of columns this wide (line heights) ends a line; word spaces are ~0.3-0.6
 ROUNDS = 4  # a line may be followed this many REACHes beyond the detector's box
-SHRINK = 1.0  # the most an end may move inwards past a rule (a border the detector took in), in line heights
+SHRINK = 1.0  # the most an end may move inwards past a border the detector took in, in line heights
 RULE_REACH = 0.4  # a stroke that runs this far (line heights) above and below the row is a rule, not a glyph
 CROSS_STRIP = 0.25  # the strips above and below a row looked at for strokes crossing it (line heights)
 SOLID_FILL = 0.8  # ... "full": at least this share of the row's middle rows is ink
@@ -115,28 +115,27 @@ def refine_once(gray: npt.NDArray[np.uint8], box: Box) -> Box:
     columns = core.any(axis=0)
     if 1.0 - float(columns.mean()) < MIN_BACKGROUND:
         return box  # no clear background: nothing to measure the ends against
-    rules = (
-        vertical_rules(gray, (bx1, y1, bx2, y2), ink, rule)
-        | solid_runs(core, h)
-        | crossing(gray, (bx1, y1, bx2, y2), rule)
-    )
+    borders = vertical_rules(gray, (bx1, y1, bx2, y2), ink, rule)
+    rules = borders | solid_runs(core, h) | crossing(gray, (bx1, y1, bx2, y2), rule)
     columns &= ~rules
     left, right = _ink_extent(columns, rules, x1 - bx1, x2 - bx1, h)
     if left is None or right is None:
         return box
     start, end = bx1 + left, bx1 + right
-    new_x1 = max(start, x1 - reach) if start < x1 else _inwards(x1, start, rules[x1 - bx1 : left], h)
-    new_x2 = min(end, x2 + reach) if end > x2 else _inwards(x2, end, rules[right : x2 - bx1], h)
+    new_x1 = max(start, x1 - reach) if start < x1 else _inwards(x1, start, borders[x1 - bx1 : left], h)
+    new_x2 = min(end, x2 + reach) if end > x2 else _inwards(x2, end, borders[right : x2 - bx1], h)
     return (new_x1, y1, new_x2, y2) if new_x2 - new_x1 >= 2 else box
 
 
 def _inwards(edge: int, ink_end: int, between: npt.NDArray[np.bool_], h: int) -> int:
-    """Where a box end whose ink ends inside the box goes: onto the ink when a rule (a window
-    border, a table rule) lies between the two, by at most SHRINK line heights; otherwise it stays.
+    """Where a box end whose ink ends inside the box goes: onto the ink when a border (a stroke
+    running on above and below the row: a window frame, a table rule) lies between the two, by at
+    most SHRINK line heights; otherwise it stays.
 
     Regression (issue 15): every end moved onto its ink, and license plates lost 6 of 50 (recall
-    0.760 -> 0.640): faint or thin characters at a plate's ends fell outside the ink threshold and
-    were cut. Growing finds a line's lost start; only a rule is evidence enough to cut one.
+    0.760 -> 0.640): characters at a plate's ends fell outside the ink threshold and were cut.
+    Cutting past any rule (a plate's own frame, the car around it) still lost 5 (0.660); only a
+    long border is evidence enough to cut a line. Growing finds a line's lost start.
     """
     if not between.any():
         return edge
