@@ -141,6 +141,8 @@ BAD_CONFIGS = [
               with_bus('publish = "tcp://127.0.0.1:99999"', drop_publish=True), "port 99999 is outside 0..65535"),
     BadConfig("pool-port-65535", 'bus.pool "tcp://127.0.0.1:65535" (results would go to 65536)',
               with_bus('pool = "tcp://127.0.0.1:65535"'), "PORT+1, which must be at most 65535"),
+    BadConfig("pool-without-curve", "bus.pool on loopback without CURVE keys or bus.pool_plaintext_loopback",
+              with_bus('pool = "tcp://127.0.0.1:6010"'), "without CURVE: set bus.curve_secret_key"),
     BadConfig("udp-publish", 'bus.publish "udp://127.0.0.1:5"',
               with_bus('publish = "udp://127.0.0.1:5"', drop_publish=True), "is not tcp://HOST:PORT"),
     BadConfig("runtime-dir-unusable", "bus.runtime_dir under a regular file", runtime_dir_under_a_file,
