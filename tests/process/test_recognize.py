@@ -12,7 +12,7 @@ from support.paths import shared_path
 from textwatch.config import OcrSettings
 from textwatch.errors import BackendUnavailable
 from textwatch.recognize import Recognizer, Word, classify, make_recognizer, preprocess
-from textwatch.recognize.tesseract import glyph_height, is_light_on_dark
+from textwatch.recognize.tesseract import BORDER, glyph_height, is_light_on_dark
 from textwatch.tools.samples import SERIF, line_crop
 
 
@@ -162,3 +162,14 @@ def test_two_line_crop_falls_back_to_block_mode() -> None:
     finally:
         with_fallback.close()
         without.close()
+
+
+def test_preprocess_never_scales_a_crop_past_the_read_bound() -> None:
+    """Regression (issue 22): a 1400x1400 crop of 5 px text was scaled up 6x, to 8400x8400 (70 MP),
+    and kept a worker in Tesseract for 24 s; the upscale now stops at MAX_READ_PIXELS."""
+    from textwatch.recognize.reading import MAX_READ_PIXELS
+
+    crop = np.random.default_rng(0).integers(0, 256, (1400, 1400), dtype=np.uint8)  # noise: no glyph height
+    out = preprocess(crop, OcrSettings(), text_height=5.0)  # the detector's estimate asks for a 6x upscale
+    h, w = out.shape[:2]
+    assert (h - 2 * BORDER) * (w - 2 * BORDER) <= MAX_READ_PIXELS * 1.01, (h, w)

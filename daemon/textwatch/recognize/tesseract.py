@@ -31,6 +31,7 @@ import numpy as np
 from textwatch.config import OcrSettings
 from textwatch.errors import BackendUnavailable
 from textwatch.recognize.reading import (
+    MAX_READ_PIXELS,
     TIMEOUT,
     Reading,
     RecognizeTimeout,
@@ -216,7 +217,8 @@ def preprocess(crop: np.ndarray, settings: OcrSettings, text_height: float | Non
     """Turn a BGR or gray crop into what Tesseract reads best: dark text on its own background, ~36 px high.
 
     Steps, each chosen by `textwatch eval` on shared/eval (docs/accuracy.md):
-      1. Scale so the text is `settings.text_height` px high. The height is
+      1. Scale so the text is `settings.text_height` px high (at most 6x, and never
+         past MAX_READ_PIXELS). The height is
          measured on the glyphs (`glyph_height`); where that fails, `text_height`
          (the caller's estimate in crop pixels) or the crop's height is used. A
          plate's characters fill half its box, a line crop's most of it: the
@@ -230,7 +232,10 @@ def preprocess(crop: np.ndarray, settings: OcrSettings, text_height: float | Non
     """
     gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if crop.ndim == 3 else crop
     height = glyph_height(gray) or text_height or gray.shape[0]
-    scale = np.clip(settings.text_height / max(1.0, height), 0.25, 6.0)
+    # Never past MAX_READ_PIXELS: a large crop of small text would otherwise be scaled up to
+    # tens of megapixels (regression, issue 22: a 1400x1400 crop of 5 px text became 8400x8400).
+    most = (MAX_READ_PIXELS / max(1, gray.shape[0] * gray.shape[1])) ** 0.5
+    scale = max(0.25, min(float(np.clip(settings.text_height / max(1.0, height), 0.25, 6.0)), most))
     if abs(scale - 1.0) > 0.05:
         interp = cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA
         gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=interp)
