@@ -184,7 +184,9 @@ def test_a_subscription_flood_is_bounded_and_reaches_no_producer(hostile: Bus) -
     print(f"\nsubscription flood: {count} x {size} B from one connection, reconnecting: publisher peak "
           f"+{peak - rss_before:.1f} MB RSS; {len(upstream)} subscription messages reached a producer")
     assert upstream == []
-    assert peak - rss_before < 40
+    # Measured: +7 to +11 MB on an idle machine, also flooding for 40 s; up to +51 MB beside another
+    # test run (each reset's old socket waits for libzmq's reaper thread). Unbounded, it was +440 MB.
+    assert peak - rss_before < 100
 
     with Subscriber(hostile.daemon.endpoints.publish, ("stats",)) as sub:
         hostile.stats(sub, lambda p: p["subscriptions_active"] <= 3, timeout=30)  # the flood's went with it
