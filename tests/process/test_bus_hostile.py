@@ -232,12 +232,14 @@ def test_subscribe_reports_the_messages_it_missed(hostile: Bus, tmp_path: Path) 
     """`textwatch subscribe` sees its own gaps by topic_seq: stopped (SIGSTOP) while thousands of
     messages pass, it loses what the daemon's queue could not hold and says how many."""
     sent = 20_000
-    received = tmp_path / "received.jsonl"  # a file, not a pipe: a full pipe would stall the reader itself
-    with received.open("w") as out_file:
+    # Files, not pipes: a full pipe would stall the reader itself (regression of this test: under load it
+    # reported many small gaps, one stderr line each, filled the unread pipe and never read the marker).
+    received, reported = tmp_path / "received.jsonl", tmp_path / "stderr.txt"
+    with received.open("w") as out_file, reported.open("w") as err_file:
         proc = subprocess.Popen(
             [str(textwatch_exe()), "subscribe", "--endpoint", hostile.daemon.endpoints.publish, "--topic",
              "event.gap", "--json"],
-            stdout=out_file, stderr=subprocess.PIPE, text=True,
+            stdout=out_file, stderr=err_file,
         )
     try:
         def heard() -> bool:
@@ -259,8 +261,14 @@ def test_subscribe_reports_the_messages_it_missed(hostile: Bus, tmp_path: Path) 
 
         wait_until(marker_read, timeout=60, interval=0.5, message="the reader never caught up")
     finally:
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=20)
+        proc.send_signal(signal.SIGTERM)  # not SIGINT: a child of a pytest-xdist worker inherits it ignored
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+            raise
+    err = reported.read_text()
     lines = [line for line in err.splitlines() if "missed" in line]
     print(f"\nsubscribe stopped through 20000 messages: {lines[-1] if lines else 'no gap reported'}")
     assert any("event.gap:" in line and "messages missed" in line for line in lines), err[-2000:]

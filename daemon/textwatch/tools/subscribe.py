@@ -9,7 +9,7 @@ line per message:
     stats    stats process key=value ...
 
 or, with --json, one JSON object per line: the message payload with its topic
-added as "topic". Exits 0 after --count messages or on Ctrl-C; with --timeout,
+added as "topic". Exits 0 after --count messages, on Ctrl-C or SIGTERM; with --timeout,
 exits 1 when nothing arrived for that many seconds. A malformed message is
 reported on stderr and skipped.
 
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -78,7 +79,19 @@ def client_curve(args: argparse.Namespace, settings: Settings) -> bus.ClientCurv
     return bus.ClientCurve.from_settings(settings)
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM stops like Ctrl-C: the gap total is printed and the exit is 0. A tool started from
+    a script or a supervisor is stopped by TERM, and one started in the background of a
+    non-interactive shell (or by pytest-xdist) inherits SIGINT ignored (regression: it never exited)."""
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def run_subscribe(args: argparse.Namespace) -> int:
+    stop_on_sigterm()
     settings = load_settings(args.config)
     endpoint = args.endpoint or settings.bus.publish
     curve = client_curve(args, settings)
