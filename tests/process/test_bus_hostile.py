@@ -150,58 +150,6 @@ def test_the_pool_port_admits_only_results_for_regions_handed_out(hostile: Bus) 
     assert all(isinstance(p.get(wire.TOPIC_SEQ), int) for _, p in sub.seen)
 
 
-def test_a_subscription_flood_is_bounded_and_reaches_no_producer(hostile: Bus) -> None:
-    """Regression: 20,000 distinct 2 KB subscriptions grew the publisher by 440 MB, detect by 147 MB
-    and a worker by 104 MB (subscriptions went upstream to every producer). Now a subscription
-    over bus.MAX_SUBSCRIPTION_BYTES drops the connection, none leaves the publisher, and past
-    publisher.MAX_SUBSCRIPTIONS (or their bytes) every subscriber is dropped at once (counted)."""
-    with Subscriber(hostile.daemon.endpoints.publish, ("stats",)) as sub:
-        resets = hostile.stats(sub, lambda p: True)["subscriber_resets"]
-    rss_before = rss_mb(hostile.pid)
-    flood = hostile.ctx.socket(zmq.SUB)
-    flood.setsockopt(zmq.LINGER, 0)
-    flood.setsockopt(zmq.SNDHWM, 0)  # a SUB drops its own subscriptions past SNDHWM; a flooder would not
-    flood.connect(hostile.daemon.endpoints.publish)
-    count, size = 20_000, wire.MAX_TOPIC_BYTES
-    peak = rss_before
-    try:
-        for i in range(count):
-            flood.setsockopt(zmq.SUBSCRIBE, f"{i:08d}".encode().ljust(size, b"x"))
-        with Subscriber(hostile.daemon.endpoints.publish, ("stats",)) as sub:
-            def reset_seen() -> bool:
-                nonlocal peak
-                peak = max(peak, rss_mb(hostile.pid))
-                message = sub.receive(0.1)
-                return message is not None and message[1].get("subscriber_resets", 0) > resets
-
-            wait_until(reset_seen, timeout=60, message="the publisher never dropped the flood")
-            for _ in range(30):  # the flooder reconnects and floods again, for 3 s: memory must stay bounded
-                peak = max(peak, rss_mb(hostile.pid))
-                sub.receive(0.1)
-        upstream = [hostile.local.recv() for _ in range(100) if hostile.local.poll(10)]
-    finally:
-        flood.close()
-    print(f"\nsubscription flood: {count} x {size} B from one connection, reconnecting: publisher peak "
-          f"+{peak - rss_before:.1f} MB RSS; {len(upstream)} subscription messages reached a producer")
-    assert upstream == []
-    # Measured: +7 to +11 MB on an idle machine, also flooding for 40 s; up to +51 MB beside another
-    # test run (each reset's old socket waits for libzmq's reaper thread). Unbounded, it was +440 MB.
-    assert peak - rss_before < 100
-
-    with Subscriber(hostile.daemon.endpoints.publish, ("stats",)) as sub:
-        hostile.stats(sub, lambda p: p["subscriptions_active"] <= 3, timeout=30)  # the flood's went with it
-        oversized = hostile.ctx.socket(zmq.SUB)
-        oversized.setsockopt(zmq.LINGER, 0)
-        oversized.setsockopt(zmq.SUBSCRIBE, b"s" * (bus.MAX_SUBSCRIPTION_BYTES + 1))
-        oversized.connect(hostile.daemon.endpoints.publish)
-        try:
-            time.sleep(1.5)  # lets time pass on purpose: the oversized subscription must NOT be taken
-            latest = hostile.stats(sub, lambda p: True)
-        finally:
-            oversized.close()
-    assert latest["subscriptions_active"] <= 3
-
-
 def test_a_paused_subscriber_keeps_its_queue(hostile: Bus) -> None:
     """Regression: a subscriber with RCVHWM 1 that paused for 60 s kept 20 of 381 messages: the
     public XPUB's heartbeat (6 s) dropped it with its queue. Now it has no ZeroMQ heartbeat towards
@@ -273,3 +221,57 @@ def test_subscribe_reports_the_messages_it_missed(hostile: Bus, tmp_path: Path) 
     print(f"\nsubscribe stopped through 20000 messages: {lines[-1] if lines else 'no gap reported'}")
     assert any("event.gap:" in line and "messages missed" in line for line in lines), err[-2000:]
     assert "in all" in lines[-1]
+
+
+# Last in this module: past the limit the publisher drops every subscriber at once, and a test
+# subscribed while that happens (the paused subscriber's queue) would lose what it was testing.
+def test_a_subscription_flood_is_bounded_and_reaches_no_producer(hostile: Bus) -> None:
+    """Regression: 20,000 distinct 2 KB subscriptions grew the publisher by 440 MB, detect by 147 MB
+    and a worker by 104 MB (subscriptions went upstream to every producer). Now a subscription
+    over bus.MAX_SUBSCRIPTION_BYTES drops the connection, none leaves the publisher, and past
+    publisher.MAX_SUBSCRIPTIONS (or their bytes) every subscriber is dropped at once (counted)."""
+    with Subscriber(hostile.daemon.endpoints.publish, ("stats",)) as sub:
+        resets = hostile.stats(sub, lambda p: True)["subscriber_resets"]
+    rss_before = rss_mb(hostile.pid)
+    flood = hostile.ctx.socket(zmq.SUB)
+    flood.setsockopt(zmq.LINGER, 0)
+    flood.setsockopt(zmq.SNDHWM, 0)  # a SUB drops its own subscriptions past SNDHWM; a flooder would not
+    flood.connect(hostile.daemon.endpoints.publish)
+    count, size = 20_000, wire.MAX_TOPIC_BYTES
+    peak = rss_before
+    try:
+        for i in range(count):
+            flood.setsockopt(zmq.SUBSCRIBE, f"{i:08d}".encode().ljust(size, b"x"))
+        with Subscriber(hostile.daemon.endpoints.publish, ("stats",)) as sub:
+            def reset_seen() -> bool:
+                nonlocal peak
+                peak = max(peak, rss_mb(hostile.pid))
+                message = sub.receive(0.1)
+                return message is not None and message[1].get("subscriber_resets", 0) > resets
+
+            wait_until(reset_seen, timeout=60, message="the publisher never dropped the flood")
+            for _ in range(30):  # the flooder reconnects and floods again, for 3 s: memory must stay bounded
+                peak = max(peak, rss_mb(hostile.pid))
+                sub.receive(0.1)
+        upstream = [hostile.local.recv() for _ in range(100) if hostile.local.poll(10)]
+    finally:
+        flood.close()
+    print(f"\nsubscription flood: {count} x {size} B from one connection, reconnecting: publisher peak "
+          f"+{peak - rss_before:.1f} MB RSS; {len(upstream)} subscription messages reached a producer")
+    assert upstream == []
+    # Measured: +7 to +11 MB on an idle machine, also flooding for 40 s; up to +51 MB beside another
+    # test run (each reset's old socket waits for libzmq's reaper thread). Unbounded, it was +440 MB.
+    assert peak - rss_before < 100
+
+    with Subscriber(hostile.daemon.endpoints.publish, ("stats",)) as sub:
+        hostile.stats(sub, lambda p: p["subscriptions_active"] <= 3, timeout=30)  # the flood's went with it
+        oversized = hostile.ctx.socket(zmq.SUB)
+        oversized.setsockopt(zmq.LINGER, 0)
+        oversized.setsockopt(zmq.SUBSCRIBE, b"s" * (bus.MAX_SUBSCRIPTION_BYTES + 1))
+        oversized.connect(hostile.daemon.endpoints.publish)
+        try:
+            time.sleep(1.5)  # lets time pass on purpose: the oversized subscription must NOT be taken
+            latest = hostile.stats(sub, lambda p: True)
+        finally:
+            oversized.close()
+    assert latest["subscriptions_active"] <= 3
