@@ -127,7 +127,10 @@ class OcrSettings(Strict):
         "cpu", description="ppocr: ONNX Runtime's CPU, or its CUDA provider (onnxruntime-gpu; an error if absent)"
     )
     ppocr_threads: int = Field(
-        1, ge=1, le=64, description="ppocr: intra-op threads per worker (1: the workers already fill the cores)"
+        0, ge=0, le=64,
+        description="ppocr: intra-op threads per reader; 0 = in the daemon's OCR workers, the cores shared out over "
+        "the local workers (2 cores, 1 worker: 2 threads, a still scene's reads 1.4x sooner, docs/benchmarks.md; "
+        "8 cores, 7 workers: 1 each), in image, eval and bench ocr 1",
     )
     ppocr_min_confidence: float = Field(
         50.0, ge=0.0, le=100.0,
@@ -264,7 +267,8 @@ class GateSettings(Strict):
     )
     full_detect_s: float = Field(
         5.0, gt=0.0, le=3600.0,
-        description="every tile is detected at least this often, changed or not: the longest a change below the "
+        description="every view (the whole frame, each tile) is detected again at least this often, changed or not, "
+        "one due view per frame (not all in one frame: no latency spike): about the longest a change below the "
         "thresholds goes unseen",
     )
     roi: list[int] = Field(

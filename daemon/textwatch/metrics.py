@@ -141,7 +141,10 @@ class Exporter:
             "gate_frames", "Frames by what the change gate did: detected, carried (no view detected), full, roi_empty",
             "process", "outcome",
         )
-        self.gate_views = counter("gate_views", "Detector views (whole frame, tiles): detected or carried", "process", "outcome")
+        self.gate_views = counter(
+            "gate_views", "Detector views (whole frame, tiles): detected or carried; refreshed = detected because due "
+            "(full_detect_s), counted in detected too", "process", "outcome",
+        )
         self.detect_cpu_seconds = counter("detect_cpu_seconds", "CPU time of the detect process, all its threads", "process")
         # workers
         self.ocr_crops = counter("ocr_crops", "Crops read by a worker, by result status", "process", "status")

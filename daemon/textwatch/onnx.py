@@ -56,6 +56,9 @@ def session(path: Path, threads: int, providers: Sequence[str], purpose: str) ->
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Idle intra-op threads sleep instead of spinning: beside the detector on a small box, a spinning
+    # reader thread would take the core the detector needs between reads.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors only: the daemon owns logging
     try:
         made = ort.InferenceSession(str(path), sess_options=options, providers=list(providers))

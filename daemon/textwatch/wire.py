@@ -270,7 +270,7 @@ class DetectStats:
     role: str = "detect"
     v: int = SCHEMA_VERSION
     # the change gate (detect/gate.py): frames_detected, frames_carried, frames_full, views_detected,
-    # views_carried, roi_empty; absent ({}) from a detect process that predates it
+    # views_carried, views_refreshed, roi_empty; absent ({}) from a detect process that predates it
     gate: dict[str, int] = field(default_factory=dict)
     cpu_ms_total: float = 0.0  # CPU time of the whole detect process (all its threads), ms
     # pictures for the view and the history not made over their rate (media.py), by reason:

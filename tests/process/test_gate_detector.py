@@ -1,4 +1,4 @@
-"""Change-gated detection with the shipped detector: a still clip is detected once per full-detect period,
+"""Change-gated detection with the shipped detector: a still clip has each view detected once per full-detect period,
 a change in one tile is detected in the next frame, the region of interest, and the same consolidated
 texts with gating on and off on the bundled sample clip."""
 
@@ -55,16 +55,23 @@ def real_frame() -> np.ndarray:
 
 @pytest.mark.parametrize("scene", ["rendered window", "real camera frame"])
 def test_a_still_clip_is_detected_once_per_full_detect_period(detector: Detector, tmp_path, scene: str) -> None:
-    """40 frames (4 s) with noise, flicker and a brightness ramp, full_detect_s = 2: the first frame and one
-    full detect every 2 s, nothing in between."""
+    """40 frames (4 s) with noise, flicker and a brightness ramp, full_detect_s = 2: every view at the first
+    frame, then each view once per 2 s, one view per frame (the rolled refresh), nothing counted as changed."""
     base = document_window(1280, 720)[0] if scene == "rendered window" else real_frame()
     frames = still_clip(base, tmp_path / "still.mp4", 40)
     gated = GatedDetector(detector, {"cam": GateSettings(full_detect_s=2.0)})
+    views = len(detector.view_regions(1280, 720))
+    per_frame = []
     for seq, image in enumerate(frames):
+        before = gated.counters.counts["views_detected"]
         gated.detect_batch([GateFrame("cam", seq / FPS, image)])
+        per_frame.append(gated.counters.counts["views_detected"] - before)
     counts = gated.counters.as_dict()
-    assert counts["frames_detected"] == counts["frames_full"], counts  # no tile counted as changed
-    assert counts["frames_detected"] <= 1 + len(frames) / FPS / 2.0, counts
+    assert counts["frames_full"] == 1 and per_frame[0] == views, counts  # the first frame only
+    assert counts["views_detected"] == views + counts["views_refreshed"], counts  # no tile counted as changed
+    assert counts["views_refreshed"] <= views * (len(frames) / FPS / 2.0), counts  # each view once per period
+    assert counts["views_refreshed"] >= views, counts  # and at least once in 4 s: nothing is missed for long
+    assert max(per_frame[1:]) == 1, per_frame  # never a whole detect in one frame after the first
     assert counts["frames_carried"] == len(frames) - counts["frames_detected"]
 
 

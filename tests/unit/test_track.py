@@ -132,6 +132,37 @@ def test_static_scene_is_read_ten_times_less_often() -> None:
     assert sum(tracker.scheduler.sent.values()) == 5
 
 
+def test_tracks_that_appeared_together_are_refreshed_in_different_frames() -> None:
+    """Issue 16: 12 lines of a still screen appeared in one frame and, refresh_s later, were all read in one
+    frame; that frame waited for 12 OCR reads (p50 287-521 ms). Refreshes now spread: at 10 fps and
+    refresh_s = 3, 12 tracks need at most ceil(12 x 0.1 / 3) = 1 a frame, and every track is still
+    refreshed about every refresh_s."""
+    frame = np.full((720, 1280, 3), 255, np.uint8)
+    detections = []
+    for row in range(12):
+        crop = line_crop(f"Line {row} of the still screen", height=24)
+        y = 20 + 55 * row
+        frame[y : y + crop.shape[0], 40 : 40 + crop.shape[1]] = crop
+        detections.append(Detection((40, y, 40 + crop.shape[1], y + crop.shape[0]), 0.9))
+    tracker = Tracker(TrackingSettings(refresh_s=3.0))
+    reads: dict[int, list[int]] = {}
+    for seq in range(150):  # 15 s
+        update = tracker.update(seq, seq / FPS, detections, frame)
+        for track, reason in zip(update.tracks, update.ocr):
+            if reason is not None:
+                reads.setdefault(seq, []).append(track)
+    assert len(reads[0]) == 12  # appeared: all read at once
+    assert all(len(tracks) == 1 for seq, tracks in reads.items() if seq > 0), reads
+    per_track: dict[int, list[int]] = {}
+    for seq, tracks in sorted(reads.items()):
+        for track in tracks:
+            per_track.setdefault(track, []).append(seq)
+    gaps = [b - a for seqs in per_track.values() for a, b in zip(seqs, seqs[1:])]
+    assert len(per_track) == 12 and min(len(seqs) for seqs in per_track.values()) >= 4, per_track
+    assert max(gaps) <= 30 + 12, gaps  # refresh_s, plus at most one frame per track waiting its turn
+    assert tracker.scheduler.skipped["refresh_deferred"] > 0
+
+
 def test_changed_text_is_read_at_once() -> None:
     tracker = Tracker(TrackingSettings(refresh_s=10.0))
     texts = ["AB-12-CD"] * 10 + ["XY-98-ZW"] * 10

@@ -21,8 +21,14 @@ cores. NVR daemons gate their detector by cheap motion detection; so do we:
        across the change), and their boxes are merged with the boxes the
        unchanged tiles gave when they were last detected, exactly as a full
        detect merges its views (Detector.finish_views). More than half the
-       tiles changed, the camera's first frame, a new frame size, or
-       `full_detect_s` since every view was last detected: a full detect.
+       tiles changed, the camera's first frame or a new frame size: a full
+       detect.
+    4. Every view is detected again at least every `full_detect_s`, changed or
+       not, so a change below the thresholds is not missed for long. That
+       refresh is rolled, one view per frame (the one detected longest ago),
+       not all views in one frame: a full 7-view detect is ~0.4-0.7 s on two
+       cores, and the frame that carried it (and the OCR reads behind it) was
+       the daemon's slowest to publish (issue 16: p99 679 ms on a still scene).
 
 Comparing against the last *detected* image, not the previous frame, makes a
 slow change add up until it is detected. Detectors without views (ppocr's DB
@@ -45,8 +51,8 @@ from textwatch.detect.runtime import Detection, TextDetector
 from textwatch.log import get_logger
 
 GATE_WIDTH = 320  # the gate compares frames scaled to at most this many pixels wide
-FULL_ABOVE = 0.5
-MIN_SPREAD = 4.0  # grey-level std below which a view is flat: its contrast is not matched (noise would be amplified)  # more than this fraction of the tiles changed: every view is detected
+FULL_ABOVE = 0.5  # more than this fraction of the tiles changed: every view is detected
+MIN_SPREAD = 4.0  # grey-level std below which a view is flat: its contrast is not matched (noise would be amplified)
 
 
 class ViewDetector(Protocol):
@@ -95,14 +101,17 @@ class GateFrame:
 
 @dataclass(frozen=True)
 class Decision:
-    """Which views of a frame to detect now; `reason` says why (first, size, period, changed, much, unchanged)."""
+    """Which views of a frame to detect now; `reason` says why (first, size, much, changed, refresh, unchanged).
+
+    `refreshed` is the view added because it was due (step 4), or None."""
 
     views: tuple[int, ...]
     reason: str
+    refreshed: int | None = None
 
     @property
     def full(self) -> bool:
-        return self.reason in ("first", "size", "period", "much", "ungated")
+        return self.reason in ("first", "size", "much", "ungated")
 
 
 @dataclass
@@ -114,8 +123,8 @@ class Memory:
     cells: list[tuple[slice, slice]]  # the same views in gate pixels
     references: list[np.ndarray]  # each view's gate image when it was last detected
     candidates: list[Any]  # each view's boxes when it was last detected
+    detected_ts: list[float]  # when each view was last detected
     detections: list[Detection] = field(default_factory=list)  # the last merged detections
-    full_ts: float = float("-inf")  # when every view was last detected
 
 
 @dataclass
@@ -131,9 +140,13 @@ class GateCounters:
             self.counts["frames_full"] += 1
         self.counts["views_detected"] += detected
         self.counts["views_carried"] += views - detected
+        self.counts["views_refreshed"] += decision.refreshed is not None
 
     def as_dict(self) -> dict[str, int]:
-        keys = ("frames_detected", "frames_carried", "frames_full", "views_detected", "views_carried", "roi_empty")
+        keys = (
+            "frames_detected", "frames_carried", "frames_full", "views_detected", "views_carried", "views_refreshed",
+            "roi_empty",
+        )
         return {key: self.counts[key] for key in keys}
 
 
@@ -193,16 +206,16 @@ class GatedDetector:
         if height == 0 or width == 0:
             return Decision((), "roi_empty")
         memory = self.memory.get(frame.camera)
-        everything = tuple(range(len(memory.regions))) if memory else ()
         if small is None:
             return Decision(tuple(range(len(self.detector.view_regions(width, height)))), "ungated")
         if memory is None:
             return Decision(tuple(range(len(self.detector.view_regions(width, height)))), "first")
         if memory.shape != (height, width):
             return Decision(tuple(range(len(self.detector.view_regions(width, height)))), "size")
-        if frame.ts - memory.full_ts >= self.gates[frame.camera].full_detect_s:
-            return Decision(everything, "period")
-        return choose_views(changed_views(memory, small, self.gates[frame.camera], width))
+        decision = choose_views(changed_views(memory, small, self.gates[frame.camera], width))
+        if decision.full:
+            return decision
+        return with_refresh(decision, memory.detected_ts, frame.ts, self.gates[frame.camera].full_detect_s)
 
     def remember(
         self, frame: GateFrame, image: np.ndarray, small: np.ndarray | None, decision: Decision, views: list[Any]
@@ -218,8 +231,9 @@ class GatedDetector:
             return self.detector.finish_views(views, image)
         memory = self.memory.get(frame.camera)
         if memory is None or decision.reason in ("first", "size"):
-            memory = Memory((height, width), regions, gate_cells(regions, small.shape, width), [], [None] * len(regions))
-            memory.references = [np.empty(0, np.uint8)] * len(regions)
+            cells = gate_cells(regions, small.shape, width)
+            empty = [np.empty(0, np.uint8)] * len(regions)
+            memory = Memory((height, width), regions, cells, empty, [None] * len(regions), [frame.ts] * len(regions))
             self.memory[frame.camera] = memory
         if not decision.views:
             return memory.detections
@@ -227,8 +241,7 @@ class GatedDetector:
             memory.candidates[index] = boxes
             rows, cols = memory.cells[index]
             memory.references[index] = small[rows, cols].copy()
-        if decision.full:
-            memory.full_ts = frame.ts
+            memory.detected_ts[index] = frame.ts
         memory.detections = self.detector.finish_views(memory.candidates, image)
         return memory.detections
 
@@ -285,6 +298,16 @@ def choose_views(changed: list[bool]) -> Decision:
     if tiles and sum(tiles) > FULL_ABOVE * len(tiles):
         return Decision(tuple(range(len(changed))), "much")
     return Decision((0, *(index + 1 for index, flag in enumerate(tiles) if flag)), "changed")
+
+
+def with_refresh(decision: Decision, detected_ts: list[float], ts: float, period: float) -> Decision:
+    """The decision plus the one view detected longest ago, when that was `period` s ago or more (step 4)."""
+    due = [index for index, when in enumerate(detected_ts) if ts - when >= period and index not in decision.views]
+    if not due:
+        return decision
+    stalest = min(due, key=lambda index: detected_ts[index])
+    reason = decision.reason if decision.views else "refresh"
+    return Decision(tuple(sorted((*decision.views, stalest))), reason, stalest)
 
 
 def shifted(detections: list[Detection], dx: int, dy: int) -> list[Detection]:

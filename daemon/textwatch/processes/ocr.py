@@ -50,7 +50,7 @@ import structlog
 import zmq
 
 from textwatch import bus, wire
-from textwatch.config import Settings, load_settings
+from textwatch.config import OcrSettings, Settings, load_settings
 from textwatch.errors import ExitCode
 from textwatch.log import get_logger
 from textwatch.metrics import rss_bytes
@@ -183,7 +183,7 @@ class OcrWorker(Process):
         self.retire_reason: str | None = None  # set once the policy says this worker should be replaced
         self.crops: zmq.Socket | None = None
         self.results: zmq.Socket | None = None
-        self.recognizers = Recognizers(settings.ocr)
+        self.recognizers = Recognizers(reader_settings(settings))
         self.recognizers.get()  # the default engine now: a TextwatchError here means the worker cannot start
         try:
             self.open_sockets()
@@ -400,6 +400,16 @@ def run_worker_cli(args: argparse.Namespace) -> int:
     structlog.contextvars.bind_contextvars(process=name)
     return child.run_alone(OcrWorker, settings, endpoints, name)
 
+
+
+def reader_settings(settings: Settings) -> OcrSettings:
+    """This worker's OCR settings: `ocr.ppocr_threads = 0` becomes the cores shared out over the local
+    workers (bus.local_workers), at least one each, so a lone worker on a small box is not held to one
+    core while the detector idles, and a full pool does not oversubscribe the cores."""
+    if settings.ocr.ppocr_threads:
+        return settings.ocr
+    threads = max(1, len(os.sched_getaffinity(0)) // bus.local_workers(settings))
+    return settings.ocr.model_copy(update={"ppocr_threads": threads})
 
 if __name__ == "__main__":
     raise SystemExit(child.main(OcrWorker, "ocr-0"))

@@ -183,7 +183,8 @@ class PaddleRecognizer:
 
     def __init__(self, settings: OcrSettings) -> None:
         self.settings = settings
-        self.reader = PaddleLineReader(model_path(), settings.ppocr_threads, [PROVIDERS[settings.ppocr_device]])
+        threads = settings.ppocr_threads or 1  # 0 is resolved by the daemon's workers (processes/ocr.py); one-shot tools: 1
+        self.reader = PaddleLineReader(model_path(), threads, [PROVIDERS[settings.ppocr_device]])
 
     def read(self, crop: np.ndarray, text_height: float | None = None, charset: str = "") -> Reading:
         return self.read_batch([crop], charset)[0]

@@ -14,7 +14,13 @@ new:
               sharper (variance of the Laplacian), than the best crop sent yet
     refresh   refresh_s passed since the last crop sent
 Everything else is skipped and counted by reason ("unchanged", or "empty" for
-a box with no pixels inside the frame). With `schedule` off every crop is
+a box with no pixels inside the frame). Refreshes are spread over frames: a
+frame reads at most as many as keep every track refreshed each `refresh_s` at
+the camera's frame rate (ceil(tracks x frame interval / refresh_s), at least
+one), the longest-waiting first; the others wait for the next frame
+("refresh_deferred"). Without that, tracks that appeared together (every line
+of a screen) came due together, and their frame waited for all their reads:
+on a still scene that burst was the daemon's frame latency (issue 16). With `schedule` off every crop is
 read (reason "every_frame"): tracks and consolidation as usual, OCR as without
 tracking; the benchmark compares the two.
 
@@ -36,6 +42,7 @@ Track ids count from 1 per Tracker, i.e. per camera, and are never reused.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
@@ -55,6 +62,8 @@ except ImportError:  # pragma: no cover - depends on the environment
 SIGNATURE_SIZE = (16, 8)  # thumbnail width, height
 MIN_CONTRAST = 0.04  # thumbnail std floor (0-1 scale): a blank crop's noise is not "change"
 VELOCITY_SMOOTHING = 0.5  # weight of the newest velocity estimate
+
+DEFERRED = "deferred"  # a refresh that waits for a later frame (refresh_budget)
 
 GoneReason = Literal["missed", "aged", "finished"]
 
@@ -112,6 +121,15 @@ class CropMemory:
     best_sharpness: float
 
 
+@dataclass(frozen=True)
+class CropLook:
+    """What the scheduler measures of one crop: its signature, area and sharpness."""
+
+    signature: np.ndarray
+    area: float
+    sharpness: float
+
+
 class OcrScheduler:
     """Decides per track and frame whether the crop goes to OCR; counts what it sends and skips."""
 
@@ -120,40 +138,59 @@ class OcrScheduler:
         self.memory: dict[int, CropMemory] = {}
         self.sent: Counter[str] = Counter()
         self.skipped: Counter[str] = Counter()
+        self.last_ts: float | None = None  # the previous frame's time: the frame interval sizes the refreshes
 
-    def decide(self, track_id: int, ts: float, crop: np.ndarray) -> str | None:
-        """The reason to read this crop now, or None (counted in `skipped`)."""
-        if crop.size == 0:
-            self.skipped["empty"] += 1
-            return None
-        signature, area, sharp = crop_signature(crop), float(crop.shape[0] * crop.shape[1]), sharpness(crop)
-        reason = self.reason(self.memory.get(track_id), ts, signature, area, sharp)
-        if reason is None:
-            self.skipped["unchanged"] += 1
-            return None
-        self.sent[reason] += 1
-        self.remember(track_id, ts, signature, area, sharp)
-        return reason
+    def decide_frame(self, ts: float, track_ids: list[int], crops: list[np.ndarray], live: int) -> list[str | None]:
+        """Each crop's reason to be read now, or None (counted in `skipped`): measure, decide, spread the
+        refreshes over frames, remember what is sent. `live` is the camera's track count."""
+        looks = [look_at(crop) if crop.size else None for crop in crops]
+        reasons = [self.reason(self.memory.get(tid), ts, look) if look else None for tid, look in zip(track_ids, looks)]
+        self.defer_refreshes(reasons, track_ids, self.refresh_budget(ts, live))
+        for track_id, look, reason in zip(track_ids, looks, reasons):
+            if look is None:
+                self.skipped["empty"] += 1
+            elif reason is None:
+                self.skipped["unchanged"] += 1
+            elif reason != DEFERRED:
+                self.sent[reason] += 1
+                self.remember(track_id, ts, look)
+        self.last_ts = ts
+        return [None if reason == DEFERRED else reason for reason in reasons]
 
-    def reason(self, memory: CropMemory | None, ts: float, signature: np.ndarray, area: float, sharp: float) -> str | None:
+    def refresh_budget(self, ts: float, live: int) -> int:
+        """Refreshes this frame may read: enough to refresh `live` tracks each refresh_s at this frame rate."""
+        if self.last_ts is None:
+            return live
+        interval = min(max(ts - self.last_ts, 0.0), self.settings.refresh_s)
+        return max(1, math.ceil(live * interval / self.settings.refresh_s))
+
+    def defer_refreshes(self, reasons: list[str | None], track_ids: list[int], budget: int) -> None:
+        """Past the budget, refreshes wait (the longest-waiting are read first); marked DEFERRED in place."""
+        due = [index for index, reason in enumerate(reasons) if reason == "refresh"]
+        due.sort(key=lambda index: self.memory[track_ids[index]].sent_ts)
+        for index in due[budget:]:
+            reasons[index] = DEFERRED
+            self.skipped["refresh_deferred"] += 1
+
+    def reason(self, memory: CropMemory | None, ts: float, look: CropLook) -> str | None:
         s = self.settings
         if memory is None:
             return "appeared"
-        if signature_distance(signature, memory.signature) > s.change_threshold:
+        if signature_distance(look.signature, memory.signature) > s.change_threshold:
             return "changed"
-        larger = area >= s.better_area_ratio * memory.best_area
-        sharper = memory.best_sharpness > 0 and sharp >= s.better_sharpness_ratio * memory.best_sharpness
+        larger = look.area >= s.better_area_ratio * memory.best_area
+        sharper = memory.best_sharpness > 0 and look.sharpness >= s.better_sharpness_ratio * memory.best_sharpness
         if larger or sharper:
             return "better"
         if ts - memory.sent_ts >= s.refresh_s:
             return "refresh"
         return None
 
-    def remember(self, track_id: int, ts: float, signature: np.ndarray, area: float, sharp: float) -> None:
+    def remember(self, track_id: int, ts: float, look: CropLook) -> None:
         previous = self.memory.get(track_id)
-        best_area = area if previous is None else max(previous.best_area, area)
-        best_sharpness = sharp if previous is None else max(previous.best_sharpness, sharp)
-        self.memory[track_id] = CropMemory(signature, ts, best_area, best_sharpness)
+        best_area = look.area if previous is None else max(previous.best_area, look.area)
+        best_sharpness = look.sharpness if previous is None else max(previous.best_sharpness, look.sharpness)
+        self.memory[track_id] = CropMemory(look.signature, ts, best_area, best_sharpness)
 
     def forget(self, track_id: int) -> None:
         self.memory.pop(track_id, None)
@@ -181,7 +218,8 @@ class Tracker:
         appeared = [tid for tid, matched in zip(track_ids, ids) if matched is None]
         gone += self.expire_missed({track_id for track_id, _ in pairs} | set(appeared))
         if self.settings.schedule:
-            ocr = [self.scheduler.decide(tid, ts, crop(frame, d.box)) for tid, d in zip(track_ids, detections)]
+            crops = [crop(frame, d.box) for d in detections]
+            ocr = self.scheduler.decide_frame(ts, track_ids, crops, len(self.tracks))
         else:
             ocr = ["every_frame"] * len(detections)
         return TrackUpdate(seq, ts, tuple(track_ids), tuple(ocr), tuple(appeared), tuple(gone))
@@ -297,3 +335,8 @@ def signature_distance(a: np.ndarray, b: np.ndarray) -> float:
 def sharpness(image: np.ndarray) -> float:
     """Variance of the Laplacian: higher is sharper (blur removes the fine edges of characters)."""
     return float(cv2.Laplacian(gray(image), cv2.CV_64F).var())
+
+
+def look_at(image: np.ndarray) -> CropLook:
+    """What the scheduler compares of a crop (not empty): signature, area and sharpness."""
+    return CropLook(crop_signature(image), float(image.shape[0] * image.shape[1]), sharpness(image))
