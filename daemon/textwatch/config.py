@@ -348,6 +348,11 @@ class PipelineSettings(Strict):
     frame_timeout_s: float = Field(
         2.0, gt=0.0, le=60.0, description="frame.<camera> is published when all crops are read or after this"
     )
+    crop_max_age_s: float = Field(
+        5.0, ge=0.0, le=3600.0,
+        description="a worker skips a crop captured longer ago than this (published as failed \"stale\", counted): "
+        "when the pool cannot keep up, it reads fresh crops instead of a backlog seconds old; 0 = read every crop",
+    )
     stats_interval_s: float = Field(5.0, gt=0.0, le=3600.0, description="period of the stats message")
     shutdown_grace_s: float = Field(5.0, gt=0.0, le=120.0, description="time in-flight crops get to finish on stop")
     restart_budget: int = Field(5, ge=0, le=1000, description="restarts of a process allowed within restart_window_s")

@@ -149,6 +149,10 @@ class Exporter:
         # workers
         self.ocr_crops = counter("ocr_crops", "Crops read by a worker, by result status", "process", "status")
         self.ocr_seconds = counter("ocr_seconds", "Time a worker spent reading crops", "process")
+        self.ocr_stale = counter(
+            "ocr_stale", "Crops a worker skipped as older than pipeline.crop_max_age_s (the pool was behind); also failed",
+            "process",
+        )
         self.ocr_timeouts = counter(
             "ocr_timeouts", "Crops given up at ocr.timeout_ms (by the engine or the worker's watchdog); also failed", "process"
         )
@@ -224,6 +228,7 @@ class Exporter:
                 ("rejected", self.messages_rejected, (), 1.0),
                 ("ocr_ms_total", self.ocr_seconds, (), 0.001),
                 ("timeouts", self.ocr_timeouts, (), 1.0),
+                ("stale", self.ocr_stale, (), 1.0),
             ],
             "supervisor": [],  # its counters are per child: _child_observations
             "publisher": [

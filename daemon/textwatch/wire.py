@@ -295,6 +295,7 @@ class WorkerStats:
     rss_bytes: int | None = None
     role: str = "worker"
     v: int = SCHEMA_VERSION
+    stale: int = 0  # crops skipped as older than pipeline.crop_max_age_s (also in failed); absent from older workers
 
 
 @dataclass(frozen=True)
@@ -421,7 +422,10 @@ def stats_from_dict(raw: dict[str, Any]) -> Stats:
                 media_skipped=_count_map(raw, "media_skipped") if "media_skipped" in raw else {},
             )
         if role == "worker":
-            return WorkerStats(**common, **_counts_of(raw, WORKER_COUNTS), ocr_ms_total=_amount(raw, "ocr_ms_total"))
+            stale = _count(raw, "stale") if "stale" in raw else 0
+            return WorkerStats(
+                **common, **_counts_of(raw, WORKER_COUNTS), ocr_ms_total=_amount(raw, "ocr_ms_total"), stale=stale
+            )
         if role == "publisher":
             return PublisherStats(
                 **common, **_counts_of(raw, PUBLISHER_COUNTS),

@@ -1,4 +1,5 @@
-"""ocr.timeout_ms bounds a crop (issue 22, "Bounded work"): a real worker under a real supervisor.
+"""ocr.timeout_ms bounds a crop (issue 22, "Bounded work"), and pipeline.crop_max_age_s a backlog (issue 16):
+a real worker under a real supervisor.
 
 The supervisor (`textwatch.processes.supervisor.Supervisor`, as `textwatch run`
 builds it) runs only the publisher and one OCR worker here; the test plays the
@@ -50,10 +51,10 @@ raise SystemExit(supervisor.run())
 """
 
 
-def crop_message(pixels: np.ndarray, seq: int, text_height: float) -> list[bytes]:
+def crop_message(pixels: np.ndarray, seq: int, text_height: float, age_s: float = 0.0) -> list[bytes]:
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
-    header = wire.CropHeader(camera="cam1", seq=seq, ts=time.time(), region=0, regions=1, box=(0, 0, 1, 1),
+    header = wire.CropHeader(camera="cam1", seq=seq, ts=time.time() - age_s, region=0, regions=1, box=(0, 0, 1, 1),
                              confidence=0.5, text_height=text_height, shape=tuple(pixels.shape))
     return wire.encode_crop(header, pixels)
 
@@ -106,6 +107,41 @@ def test_a_crop_past_its_deadline_ends_the_worker_which_is_replaced_and_counted(
         print(f"stopped worker: daemon exited 0 after {time.monotonic() - stopping:.2f} s")
         assert [e["child"] for e in daemon.log_events() if e.get("event") == "child_killed"] == ["ocr-0"]
         assert not Path(f"/proc/{started(daemon, 'ocr-0')[-1]}").exists()
+
+
+def test_a_crop_older_than_crop_max_age_is_answered_stale_not_read(tmp_path: Path) -> None:
+    """Regression (issue 16): on a scene that changed every frame the pool fell behind and read a
+    backlog of 200 crops, so text came out 20 s after the camera saw it. A crop captured more than
+    pipeline.crop_max_age_s ago is now answered at once as failed ("stale"), counted in the worker's
+    stats and the metrics, and the fresh crop behind it is read."""
+    metrics_port = free_port()
+    config = daemon_config(tmp_path, "rtsp://127.0.0.1:9/none", metrics_port=metrics_port)
+    config.write_text(config.read_text().replace("[pipeline]\n", "[pipeline]\ncrop_max_age_s = 1.0\n"))
+    with Daemon(config, {"supervisor": [sys.executable, "-c", SUPERVISOR, str(config)]}) as daemon:
+        push = daemon.play_detect()
+        with daemon.subscriber("text.", timeout=30) as sub:
+            sub.wait_for(lambda topic, body: body.get("process") == "ocr-0", timeout=30)
+            line = line_crop("FRESH LINE 16", height=40)
+            push.send_multipart(crop_message(line, seq=1, text_height=40.0, age_s=3.0))
+            push.send_multipart(crop_message(line, seq=2, text_height=40.0))
+            _, old = sub.wait_for(lambda topic, body: topic == "text.cam1" and body["seq"] == 1, timeout=30)
+            _, fresh = sub.wait_for(lambda topic, body: topic == "text.cam1" and body["seq"] == 2, timeout=30)
+            assert (old["status"], old["error"], old["text"]) == ("failed", "stale", "")
+            assert old["latency_ms"] >= 3000
+            assert (fresh["status"], fresh["text"]) == ("text", "FRESH LINE 16")
+            _, stats = sub.wait_for(lambda topic, body: body.get("process") == "ocr-0" and body["crops_read"] == 2, timeout=15)
+            assert (stats["stale"], stats["failed"], stats["text"]) == (1, 1, 1)
+        samples = wait_until(lambda: stale_counted(metrics_port), timeout=15, message="no stale crop in the metrics")
+        assert value(samples, "ocr_stale_total", process="ocr-0") == 1
+        assert daemon.terminate(timeout=30) == 0
+
+
+def stale_counted(port: int) -> status.Samples | None:
+    try:
+        samples = status.parse(urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3).read().decode())
+    except OSError:
+        return None
+    return samples if value(samples, "ocr_stale_total", process="ocr-0") else None
 
 
 def started(daemon: Daemon, child: str) -> list[int]:

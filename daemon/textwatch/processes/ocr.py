@@ -56,7 +56,7 @@ from textwatch.log import get_logger
 from textwatch.metrics import rss_bytes
 from textwatch.processes import child
 from textwatch.processes.child import Process
-from textwatch.recognize import TIMEOUT, Reading, Recognizers
+from textwatch.recognize import STALE, TIMEOUT, Reading, Recognizers
 from textwatch.recognize.reading import bounded
 
 DRAIN_QUIET_MS = 300  # on stop, a queue silent this long is considered empty
@@ -77,6 +77,7 @@ class WorkerCounters:
     empty: int = 0
     failed: int = 0
     timeouts: int = 0  # failed readings abandoned at ocr.timeout_ms (also counted in failed)
+    stale: int = 0  # crops skipped as older than pipeline.crop_max_age_s (also counted in failed)
     rejected: int = 0  # messages that were not valid crops
     ocr_ms_total: float = 0.0  # time spent in the recognizer
 
@@ -254,6 +255,9 @@ class OcrWorker(Process):
                 self.counters.rejected += 1
                 self.log.warning("crop_rejected", reason=str(err))
                 continue
+            if self.stale(header):
+                self.skip_stale(header)
+                continue
             crops.setdefault((header.engine, header.charset), []).append((header, pixels))
         for (engine, charset), group in crops.items():
             start = time.perf_counter()
@@ -269,6 +273,20 @@ class OcrWorker(Process):
                 self.count(reading)
                 self.publish(wire.encode_published(wire.TOPIC_TEXT, text_result(header, reading, self.name), header.camera))
         self.check_recycle()
+
+    def stale(self, header: wire.CropHeader) -> bool:
+        """Captured longer ago than pipeline.crop_max_age_s: the pool is behind, and reading it would
+        only delay the fresh crops queued behind it (regression, issue 16: on a scene that moved every
+        frame, 200 queued crops put text 20 s behind the camera). Capture time is the detect host's
+        clock: a remote worker needs a synchronised clock (NTP), as its results' latency_ms does."""
+        limit = self.settings.pipeline.crop_max_age_s
+        return limit > 0 and time.time() - header.ts > limit
+
+    def skip_stale(self, header: wire.CropHeader) -> None:
+        """A stale crop is not read, but answered (failed, "stale") so its frame completes, and counted."""
+        reading = Reading("failed", error=STALE)
+        self.count(reading)
+        self.publish(wire.encode_published(wire.TOPIC_TEXT, text_result(header, reading, self.name), header.camera))
 
     def read(self, engine: str | None, charset: str, group: list[tuple[wire.CropHeader, np.ndarray]]) -> list[Reading]:
         """Read one engine's crops; whatever goes wrong is a "failed" reading of each, published and
@@ -293,6 +311,8 @@ class OcrWorker(Process):
         setattr(self.counters, reading.status, getattr(self.counters, reading.status) + 1)
         if reading.error == TIMEOUT:
             self.counters.timeouts += 1
+        if reading.error == STALE:
+            self.counters.stale += 1
 
     def publish(self, message: list[bytes]) -> None:
         """PUB semantics: never blocks; past RESULTS_SNDHWM (or with no publisher) ZeroMQ drops it."""
@@ -306,7 +326,7 @@ class OcrWorker(Process):
         c = self.counters
         stats = wire.WorkerStats(
             process=self.name, ts=time.time(), crops_read=c.crops_read, text=c.text, empty=c.empty, failed=c.failed,
-            timeouts=c.timeouts, rejected=c.rejected, ocr_ms_total=round(c.ocr_ms_total, 3),
+            timeouts=c.timeouts, rejected=c.rejected, ocr_ms_total=round(c.ocr_ms_total, 3), stale=c.stale,
             started=self.started, rss_bytes=rss_bytes(),
         )
         self.publish(wire.encode_published(wire.TOPIC_STATS, stats))

@@ -22,11 +22,11 @@ import numpy as np
 
 from textwatch.config import OcrSettings
 from textwatch.log import get_logger
-from textwatch.recognize.reading import TIMEOUT, Reading, RecognizeTimeout, Word, classify
+from textwatch.recognize.reading import STALE, TIMEOUT, Reading, RecognizeTimeout, Word, classify
 from textwatch.recognize.tesseract import check_languages, find_tessdata, make_engine, preprocess
 
 __all__ = [
-    "TIMEOUT", "Reading", "RecognizeTimeout", "Recognizer", "Recognizers", "Word", "check_languages", "classify",
+    "STALE", "TIMEOUT", "Reading", "RecognizeTimeout", "Recognizer", "Recognizers", "Word", "check_languages", "classify",
     "find_tessdata", "make_engine", "make_recognizer", "preprocess",
 ]
 

@@ -19,6 +19,7 @@ _SPACES = re.compile(r"\s+")
 _ALNUM = re.compile(r"[^\W_]", re.UNICODE)
 BLANK_STD = 3.0  # grey-level standard deviation below which a crop is blank
 TIMEOUT = "timeout"  # the error of a reading abandoned at ocr.timeout_ms
+STALE = "stale"  # the error of a crop a worker skipped as older than pipeline.crop_max_age_s
 
 
 class RecognizeTimeout(Exception):
