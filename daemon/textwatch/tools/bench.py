@@ -437,9 +437,21 @@ def _summarise(messages: list[tuple[float, str, dict]], seconds: float, fast: bo
         "ocr_skipped": detect.ocr_skipped if detect else {},
         "track_events": sum(topic.startswith("track.") for _, topic, _ in messages),
         "workers": len([p for p in stats if p.startswith("ocr-")]),
+        "crops_stale": _stale_in_window(messages),
         "detector": f"{settings.detector.cfg.name} backend={settings.detector.backend} tiling={settings.detector.tiling}",
         "machine": machine(),
     }
+
+
+def _stale_in_window(messages: list[tuple[float, str, Any]]) -> int:
+    """Crops the workers answered "stale" (older than pipeline.crop_max_age_s) within the window."""
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    for _, _, body in messages:
+        if isinstance(body, wire.WorkerStats):
+            first.setdefault(body.process, body.stale)
+            last[body.process] = body.stale
+    return sum(last[name] - first[name] for name in last)
 
 
 def _gate_summary(messages: list[tuple[float, str, Any]]) -> dict[str, object]:
