@@ -349,9 +349,10 @@ class PipelineSettings(Strict):
         2.0, gt=0.0, le=60.0, description="frame.<camera> is published when all crops are read or after this"
     )
     crop_max_age_s: float = Field(
-        5.0, ge=0.0, le=3600.0,
-        description="a worker skips a crop captured longer ago than this (published as failed \"stale\", counted): "
-        "when the pool cannot keep up, it reads fresh crops instead of a backlog seconds old; 0 = read every crop",
+        0.0, ge=0.0, le=3600.0,
+        description="live cameras: a worker skips a crop captured longer ago than this while newer crops wait behind "
+        "it (published as failed \"stale\", counted), so a pool that cannot keep up reads what the camera shows now "
+        "instead of a backlog (2-5; docs/benchmarks.md); 0 = read every crop (files, and every read matters)",
     )
     stats_interval_s: float = Field(5.0, gt=0.0, le=3600.0, description="period of the stats message")
     shutdown_grace_s: float = Field(5.0, gt=0.0, le=120.0, description="time in-flight crops get to finish on stop")

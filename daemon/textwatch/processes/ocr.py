@@ -248,14 +248,15 @@ class OcrWorker(Process):
     def handle_batch(self, messages: list[list[bytes]]) -> None:
         """Decode, read (one batched pass per engine and charset) and publish; a malformed message is counted and skipped."""
         crops: dict[tuple[str | None, str], list[tuple[wire.CropHeader, np.ndarray]]] = {}
-        for frames in messages:
+        more_queued = bool(self.crops is not None and self.crops.poll(0, zmq.POLLIN))
+        for index, frames in enumerate(messages):
             try:
                 header, pixels = wire.decode_crop(frames)
             except wire.WireError as err:
                 self.counters.rejected += 1
                 self.log.warning("crop_rejected", reason=str(err))
                 continue
-            if self.stale(header):
+            if (more_queued or index < len(messages) - 1) and self.stale(header):
                 self.skip_stale(header)
                 continue
             crops.setdefault((header.engine, header.charset), []).append((header, pixels))
@@ -275,10 +276,12 @@ class OcrWorker(Process):
         self.check_recycle()
 
     def stale(self, header: wire.CropHeader) -> bool:
-        """Captured longer ago than pipeline.crop_max_age_s: the pool is behind, and reading it would
-        only delay the fresh crops queued behind it (regression, issue 16: on a scene that moved every
-        frame, 200 queued crops put text 20 s behind the camera). Capture time is the detect host's
-        clock: a remote worker needs a synchronised clock (NTP), as its results' latency_ms does."""
+        """Captured longer ago than pipeline.crop_max_age_s (asked only while newer crops wait behind
+        it): the pool is behind, and reading it would only delay them (issue 16: on a scene that moved
+        every frame, 200 queued crops put text 20 s behind the camera). A lone old crop is still read:
+        skipping it would help nothing. Off by default: a file, or a camera whose every read matters,
+        wants them all. Capture time is the detect host's clock: a remote worker needs a synchronised
+        clock (NTP), as its results' latency_ms does."""
         limit = self.settings.pipeline.crop_max_age_s
         return limit > 0 and time.time() - header.ts > limit
 
