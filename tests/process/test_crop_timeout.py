@@ -143,30 +143,22 @@ def test_a_crop_older_than_crop_max_age_is_answered_stale_not_read(tmp_path: Pat
             assert (lone["status"], lone["text"]) == ("text", "FRESH LINE 16")
             _, stats = sub.wait_for(lambda topic, body: body.get("process") == "ocr-0" and body["crops_read"] == 3, timeout=15)
             assert (stats["stale"], stats["failed"], stats["text"]) == (1, 1, 2)
-        samples = wait_until(lambda: stale_counted(metrics_port), timeout=15, message="no stale crop in the metrics")
+        samples = wait_until(lambda: counted(metrics_port, "ocr_stale_total", process="ocr-0"), timeout=15, message="no stale crop in the metrics")
         assert value(samples, "ocr_stale_total", process="ocr-0") == 1
         assert daemon.terminate(timeout=30) == 0
-
-
-def stale_counted(port: int) -> status.Samples | None:
-    try:
-        samples = status.parse(urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3).read().decode())
-    except OSError:
-        return None
-    return samples if value(samples, "ocr_stale_total", process="ocr-0") else None
 
 
 def started(daemon: Daemon, child: str) -> list[int]:
     return [e["pid"] for e in daemon.log_events() if e.get("event") == "child_started" and e["child"] == child]
 
 
-def counted(port: int) -> status.Samples | None:
-    """The metrics once they hold the supervisor's count of the timed-out worker."""
+def counted(port: int, name: str = "child_timed_out_total", **labels: str) -> status.Samples | None:
+    """The metrics once they hold a count of `name` (by default the supervisor's of the timed-out worker)."""
     try:
         samples = status.parse(urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3).read().decode())
     except OSError:
         return None
-    return samples if value(samples, "child_timed_out_total", child="ocr-0") else None
+    return samples if value(samples, name, **(labels or {"child": "ocr-0"})) else None
 
 
 def value(samples: status.Samples, name: str, **labels: str) -> float:
