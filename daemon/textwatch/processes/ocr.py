@@ -424,7 +424,6 @@ def run_worker_cli(args: argparse.Namespace) -> int:
     return child.run_alone(OcrWorker, settings, endpoints, name)
 
 
-
 def reader_settings(settings: Settings) -> OcrSettings:
     """This worker's OCR settings: `ocr.ppocr_threads = 0` becomes the cores shared out over the local
     workers (bus.local_workers), at least one each, so a lone worker on a small box is not held to one
@@ -433,6 +432,7 @@ def reader_settings(settings: Settings) -> OcrSettings:
         return settings.ocr
     threads = max(1, len(os.sched_getaffinity(0)) // bus.local_workers(settings))
     return settings.ocr.model_copy(update={"ppocr_threads": threads})
+
 
 if __name__ == "__main__":
     raise SystemExit(child.main(OcrWorker, "ocr-0"))

@@ -20,9 +20,10 @@ the camera's frame rate (ceil(tracks x frame interval / refresh_s), at least
 one), the longest-waiting first; the others wait for the next frame
 ("refresh_deferred"). Without that, tracks that appeared together (every line
 of a screen) came due together, and their frame waited for all their reads:
-on a still scene that burst was the daemon's frame latency (issue 16). With `schedule` off every crop is
-read (reason "every_frame"): tracks and consolidation as usual, OCR as without
-tracking; the benchmark compares the two.
+on a still scene that burst was the daemon's frame latency (issue 16).
+
+With `schedule` off every crop is read (reason "every_frame"): tracks and
+consolidation as usual, OCR as without tracking; the benchmark compares the two.
 
 The signature sees a crop that moved, changed its words or changed several
 characters; one changed character in a long line (a clock's last digit) moves
