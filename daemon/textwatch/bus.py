@@ -98,6 +98,12 @@ SUBSCRIBER_KEEPALIVE_INTVL_S = 10
 SUBSCRIBER_KEEPALIVE_CNT = 6
 RECONNECT_IVL_MS = 100  # first reconnect delay; ZeroMQ doubles it up to the cap
 RECONNECT_IVL_MAX_MS = 5000
+# The cap on an ipc link between our own processes (a producer's results to the publisher, a
+# worker's crops from detect): a retry there costs a failed connect() on a local socket file,
+# while every second of backoff after the peer binds is a second of results sent into nothing.
+# Regression: a worker started before the publisher bound was still backing off when its wait
+# for the publisher ended, took crops anyway, and the first line of a file was read and lost.
+LOCAL_RECONNECT_IVL_MAX_MS = 200
 
 # sockaddr_un.sun_path holds 108 bytes on Linux (104 on BSD): refuse longer paths
 # with a clear message instead of a bind error deep in libzmq.
@@ -328,6 +334,7 @@ def wait_for_worker(push: AuthenticatedSocket, timeout_s: float, stop: threading
 def crop_puller(ctx: zmq.Context, endpoint: str, curve: ClientCurve | None = None) -> zmq.Socket:
     """A worker's crops PULL (connect), RCVHWM = WORKER_CROP_RCVHWM; a CURVE client on tcp when `curve` is given."""
     sock = make_socket(ctx, zmq.PULL, linger_ms=NO_LINGER_MS, rcvhwm=WORKER_CROP_RCVHWM, max_message=MAX_CROP_BYTES)
+    _reconnect_promptly_when_local(sock, endpoint)
     connect(sock, endpoint, curve)
     return sock
 
@@ -344,8 +351,14 @@ def result_publisher(ctx: zmq.Context, endpoint: str, curve: ClientCurve | None 
     sock = make_socket(
         ctx, zmq.XPUB, linger_ms=RESULTS_LINGER_MS, sndhwm=RESULTS_SNDHWM, max_message=MAX_SUBSCRIPTION_BYTES
     )
+    _reconnect_promptly_when_local(sock, endpoint)
     connect(sock, endpoint, curve)
     return sock
+
+
+def _reconnect_promptly_when_local(sock: zmq.Socket, endpoint: str) -> None:
+    if is_local(endpoint):
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, LOCAL_RECONNECT_IVL_MAX_MS)
 
 
 @dataclass

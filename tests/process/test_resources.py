@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import zmq
 
+from support.publisher_play import serve_until_worker_joins
 from textwatch import wire
 from textwatch.config import OcrSettings, Settings
 from textwatch.errors import ExitCode
@@ -105,6 +106,7 @@ class WorkerRig:
         self.code = child.start(OcrWorker, settings, endpoints, "ocr-test", self.stop)
 
     def send(self, pixels: np.ndarray, seq: int) -> None:
+        serve_until_worker_joins(self.push, self.xsub)
         header = wire.CropHeader(
             camera="cam1", seq=seq, ts=time.time(), region=0, regions=1, box=(0, 0, pixels.shape[1], pixels.shape[0]),
             confidence=0.9, text_height=40.0, shape=tuple(pixels.shape), track=None,

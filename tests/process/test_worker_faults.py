@@ -19,6 +19,7 @@ import numpy as np
 import zmq
 
 from support.ports import free_port_pair
+from support.publisher_play import serve_until_worker_joins
 from textwatch import wire
 from textwatch.tools.samples import line_crop
 
@@ -68,6 +69,7 @@ def test_hostile_crops_are_rejected_by_a_real_worker_that_keeps_reading(tmp_path
                               stdout=log, stderr=subprocess.STDOUT)
     try:
         hostile = hostile_crops(random.Random(SEED), 150)
+        serve_until_worker_joins(push, xsub)
         for message in hostile:
             push.send_multipart(message)
         pixels = line_crop("STILL HERE 9", height=40)

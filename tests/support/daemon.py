@@ -110,12 +110,14 @@ class Daemon:
         self._handles: list[IO[str]] = []
         try:
             for name, command in (processes or {"daemon": [str(textwatch_exe()), "run", "-c", str(config)]}).items():
-                self._start(name, command)
+                self.start(name, command)
         except BaseException:
             self.stop()
             raise
 
-    def _start(self, name: str, command: list[str]) -> None:
+    def start(self, name: str, command: list[str]) -> None:
+        """Start one more process (name -> command line) with its own log: a test that starts
+        the daemon's processes in an order the supervisor never would."""
         log = self.config.parent / f"{name}.log"
         handle = open(log, "w")  # noqa: SIM115 - closed in stop()
         self._handles.append(handle)
@@ -209,5 +211,14 @@ class Daemon:
     def __enter__(self) -> Daemon:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         self.stop()
+        if exc_type is not None:
+            self.show_logs()
+
+    def show_logs(self, lines: int = 60) -> None:
+        """Print the end of every log, for the report of a failed test: a failure under
+        load is seldom reproduced at a desk, and its log is the evidence."""
+        for name, path in self.logs.items():
+            print(f"----- {name}.log, last {lines} lines -----")
+            print("\n".join(path.read_text(errors="replace").splitlines()[-lines:]))

@@ -54,7 +54,10 @@ class Subscriber:
             if message is not None and predicate(*message):
                 return message
         kinds = sorted({t for t, _ in self.seen})
-        raise TimeoutError(f"no matching message within {timeout}s; saw {len(self.seen)} messages of {kinds}")
+        texts = sorted({str(b["text"]) for _, b in self.seen if "text" in b})
+        raise TimeoutError(
+            f"no matching message within {timeout}s; saw {len(self.seen)} messages of {kinds}, texts {texts}"
+        )
 
     def collect(self, until: Callable[[list[Message]], bool], timeout: float = 10.0) -> list[Message]:
         """The messages received from now on, once `until(messages)` holds; TimeoutError after `timeout` s."""

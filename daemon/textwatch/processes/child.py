@@ -33,10 +33,16 @@ import time
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
+import zmq
+
+from textwatch import bus
 from textwatch.bus import Endpoints
 from textwatch.config import Settings, load_settings
 from textwatch.errors import ExitCode, TextwatchError
 from textwatch.log import get_logger, setup_logging
+
+PUBLISHER_WARN_S = 5.0  # a producer still waiting for the publisher after this long says so
+PUBLISHER_WARN_EVERY_S = 60.0  # and again this often while it waits
 
 
 class Heartbeat:
@@ -107,6 +113,30 @@ class Process(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release what the constructor opened (sockets, contexts, engines); safe after a partial run."""
+
+    def wait_for_publisher(self, results: zmq.Socket) -> bool:
+        """Block until the publisher subscribed to this producer's `results` XPUB (True), or stop (False).
+
+        Unbounded on purpose: what a producer sends before the publisher listens is
+        dropped by ZeroMQ without a trace, so a worker takes no crop and detect reads no
+        frame before then. Logged as `publisher_not_reachable` after PUBLISHER_WARN_S and
+        every PUBLISHER_WARN_EVERY_S while it lasts. A supervised child is constructed
+        within pipeline.start_timeout_s or is restarted (it has not beaten yet); a remote
+        worker waits for its daemon. Regression: the wait used to end after 5 s with
+        "taking crops anyway", and a worker still in reconnect backoff read the first
+        line of a file into nothing.
+        """
+        started = time.monotonic()
+        wait_s = PUBLISHER_WARN_S
+        while not bus.wait_for_subscriber(results, wait_s, self.stop):
+            if self.stop.is_set():
+                return False
+            get_logger().warning(
+                "publisher_not_reachable", results=self.endpoints.results,
+                waited_s=round(time.monotonic() - started, 1), note="waiting: nothing is taken before it listens",
+            )
+            wait_s = PUBLISHER_WARN_EVERY_S
+        return True
 
 
 def start(

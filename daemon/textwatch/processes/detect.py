@@ -51,8 +51,9 @@ from textwatch.wire import (
 )
 
 IDLE_WAIT_S = 0.01
-# At start, wait this long for a first OCR worker before reading frames: longer than a
-# worker's own wait for the publisher (ocr.SUBSCRIBER_WAIT_S) plus its reconnect backoff.
+# At start, once the publisher listens, wait this long for a first OCR worker before reading
+# frames (a worker loads its engine and waits for the publisher too). Bounded: a pool of remote
+# workers only may join late, and until one does every crop is dropped and counted.
 POOL_WAIT_S = 15.0
 # Source events waiting for the loop to publish them. Readers emit at most one up
 # and one down per outage (reconnects are backed off), so 1000 is minutes of a
@@ -95,6 +96,7 @@ class DetectProcess(Process):
         self.media = MediaSender(settings.media)  # snapshot.<camera> and crop.<camera> pictures (media.py)
         self.started = time.time()
         self.next_stats = time.monotonic() + settings.pipeline.stats_interval_s
+        self.wait_for_publisher(self.pub)  # events, frames and track notices sent before it listens are lost
         if not bus.wait_for_worker(self.push, POOL_WAIT_S, stop):
             self.log.warning("ocr_pool_not_reachable", waited_s=POOL_WAIT_S, note="reading frames anyway")
         for reader in self.readers:

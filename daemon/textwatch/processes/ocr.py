@@ -61,7 +61,6 @@ from textwatch.recognize.reading import bounded
 
 DRAIN_QUIET_MS = 300  # on stop, a queue silent this long is considered empty
 POLL_MS = 200  # how often a quiet worker looks at its stop flag
-SUBSCRIBER_WAIT_S = 5.0  # at start, wait this long for the publisher before taking crops
 RSS_BASELINE_CROPS = 100  # a worker's RSS after this many crops is the base its growth is measured from
 RSS_CHECK_EVERY = 10  # crops between two looks at /proc/self/statm
 READ_PASSES = 2  # Tesseract may read a crop twice (ocr.psm, then ocr.fallback_psm), each pass bounded by timeout_ms
@@ -202,13 +201,12 @@ class OcrWorker(Process):
         self.log.info("worker_started", crops=endpoints.crops, results=endpoints.results)
 
     def open_sockets(self) -> None:
-        """Results first, and wait (bounded) for the publisher's subscription before taking crops:
+        """Results first, and wait for the publisher's subscription before taking crops:
         a crop read before the publisher listens would be a result dropped."""
         ctx = zmq.Context.instance()
         curve = bus.ClientCurve.from_settings(self.settings)  # ignored on ipc endpoints
         self.results = bus.result_publisher(ctx, self.endpoints.results, curve)
-        if not bus.wait_for_subscriber(self.results, SUBSCRIBER_WAIT_S, self.stop):
-            self.log.warning("publisher_not_reachable", results=self.endpoints.results, note="taking crops anyway")
+        self.wait_for_publisher(self.results)
         self.crops = bus.crop_puller(ctx, self.endpoints.crops, curve)
 
     def step(self) -> None:

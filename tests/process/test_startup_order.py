@@ -1,0 +1,48 @@
+"""Start-up order: a producer that starts before the publisher listens loses nothing it reads.
+
+The supervisor starts the publisher first, but under load a worker can be up and
+connecting before the publisher has bound its results socket; ZeroMQ then backs off
+its reconnects, and what the worker publishes meanwhile is dropped without a trace.
+Here the order is forced: a real worker runs alone for longer than the old 5 s
+wait, then the real publisher starts.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import zmq
+
+from support.daemon import Daemon
+from support.messages import crop_message
+from support.subscriber import text_is
+from support.wait import wait_until
+
+
+def process(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", f"textwatch.processes.{module}", *args]
+
+
+def test_a_worker_waits_for_the_publisher_before_taking_a_crop_and_its_first_result_arrives(tmp_path: Path) -> None:
+    """Regression (session 8): the worker's wait for the publisher ended after 5 s with "taking crops
+    anyway", while its results link was still in reconnect backoff (up to 5 s); the first line of a
+    file was read and published into nothing, and test_daemon's FIRST LINE went missing under load."""
+    config = tmp_path / "textwatch.toml"
+    config.write_text(
+        "[pipeline]\nworkers = 1\nstats_interval_s = 0.5\n[metrics]\nenabled = false\n[history]\nenabled = false\n"
+        f'[bus]\nruntime_dir = "{tmp_path / "run"}"\npublish = "ipc://{tmp_path / "run" / "out.ipc"}"\n'
+    )
+    with Daemon(config, {"worker": process("ocr", str(config), "--name", "early-1")}) as daemon:
+        push = daemon.play_detect()
+        push.setsockopt(zmq.SNDTIMEO, 30_000)
+        wait_until(lambda: "publisher_not_reachable" in daemon.log_text("worker"), timeout=60,
+                   message=lambda: daemon.log_text("worker")[-2000:])
+        assert not push.poll(0, zmq.POLLOUT), "the worker joined the pool before the publisher listened"
+
+        daemon.start("publisher", process("publisher", str(config)))
+        with daemon.subscriber("text.") as sub:
+            push.send_multipart(crop_message("EARLY LINE", "cam1", seq=1))
+            _, body = sub.wait_for(text_is("EARLY LINE"), timeout=30)
+        assert body["worker"] == "early-1"
+        assert daemon.terminate_all(timeout=15) == {"publisher": 0, "worker": 0}
