@@ -26,6 +26,7 @@ from textwatch.errors import ExitCode
 
 pytestmark = pytest.mark.slow
 TEXT = "TEXTWATCH 42"
+LEAD_IN = 20  # blank frames (2 s at 10 frames/s) before a once-played file's first text: see write_line_clip
 
 
 @pytest.fixture
@@ -101,7 +102,9 @@ def test_sigterm_under_load_exits_zero_within_the_deadline(tmp_path, clip) -> No
 
 
 def test_a_finished_file_stops_the_daemon_cleanly_with_all_text_published(tmp_path) -> None:
-    clip = write_line_clip(tmp_path / "two.mp4", ["FIRST LINE", "SECOND LINE"], frames_each=10)
+    # Regression (fresh clones, sessions 7 and 8): without the lead-in FIRST LINE was read about 0.1 s after the
+    # publisher bound, sometimes before this subscriber had joined, and never seen.
+    clip = write_line_clip(tmp_path / "two.mp4", ["FIRST LINE", "SECOND LINE"], frames_each=10, lead_in=LEAD_IN)
     config = daemon_config(tmp_path, str(clip), loop=False, realtime=True, max_fps=20.0)
     with Subscriber(publish_endpoint(config)) as sub, Daemon(config) as daemon:
         sub.wait_for(text_is("FIRST LINE"), timeout=60)

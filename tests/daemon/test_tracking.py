@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 def test_one_track_with_its_changes_and_final_text(tmp_path) -> None:
     """Text in one place changes from FIRST LINE (1 s) to SECOND LINE (4 s), then the file ends."""
     clip = tmp_path / "change.mp4"
-    write_line_clip(clip, ["FIRST LINE"] + ["SECOND LINE"] * 4, frames_each=10)
+    write_line_clip(clip, ["FIRST LINE"] + ["SECOND LINE"] * 4, frames_each=10, lead_in=20)  # 2 s: the subscriber joins
     config = daemon_config(tmp_path, str(clip), loop=False, realtime=True, max_fps=10.0)
     with Subscriber(publish_endpoint(config), topics=("track.", "event.")) as sub, Daemon(config) as daemon:
         _, gone = sub.wait_for(lambda t, b: t == "track.cam1" and b["event"] == "gone", timeout=90)
