@@ -99,7 +99,7 @@ SUBSCRIBER_KEEPALIVE_CNT = 6
 RECONNECT_IVL_MS = 100  # first reconnect delay; ZeroMQ doubles it up to the cap
 RECONNECT_IVL_MAX_MS = 5000
 # The cap on an ipc link between our own processes (a producer's results to the publisher, a
-# worker's crops from detect): a retry there costs a failed connect() on a local socket file,
+# worker's crops from detect, history's and the MQTT bridge's subscriptions): a retry there costs a failed connect() on a local socket file,
 # while every second of backoff after the peer binds is a second of results sent into nothing.
 # Regression: a worker started before the publisher bound was still backing off when its wait
 # for the publisher ended, took crops anyway, and the first line of a file was read and lost.
@@ -334,7 +334,6 @@ def wait_for_worker(push: AuthenticatedSocket, timeout_s: float, stop: threading
 def crop_puller(ctx: zmq.Context, endpoint: str, curve: ClientCurve | None = None) -> zmq.Socket:
     """A worker's crops PULL (connect), RCVHWM = WORKER_CROP_RCVHWM; a CURVE client on tcp when `curve` is given."""
     sock = make_socket(ctx, zmq.PULL, linger_ms=NO_LINGER_MS, rcvhwm=WORKER_CROP_RCVHWM, max_message=MAX_CROP_BYTES)
-    _reconnect_promptly_when_local(sock, endpoint)
     connect(sock, endpoint, curve)
     return sock
 
@@ -351,14 +350,8 @@ def result_publisher(ctx: zmq.Context, endpoint: str, curve: ClientCurve | None 
     sock = make_socket(
         ctx, zmq.XPUB, linger_ms=RESULTS_LINGER_MS, sndhwm=RESULTS_SNDHWM, max_message=MAX_SUBSCRIPTION_BYTES
     )
-    _reconnect_promptly_when_local(sock, endpoint)
     connect(sock, endpoint, curve)
     return sock
-
-
-def _reconnect_promptly_when_local(sock: zmq.Socket, endpoint: str) -> None:
-    if is_local(endpoint):
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, LOCAL_RECONNECT_IVL_MAX_MS)
 
 
 @dataclass
@@ -659,9 +652,13 @@ def bind(sock: zmq.Socket, endpoints: list[str], curve: ServerCurve | None) -> N
 
 
 def connect(sock: zmq.Socket, endpoint: str, curve: ClientCurve | None) -> None:
-    """Connect, as a CURVE client when `curve` is given and the endpoint is tcp (ipc is never CURVE)."""
+    """Connect, as a CURVE client when `curve` is given and the endpoint is tcp (ipc is never CURVE);
+    on ipc with its reconnect backoff capped at LOCAL_RECONNECT_IVL_MAX_MS."""
     if curve is not None and not is_local(endpoint):
         curve.apply(sock)
+    if is_local(endpoint):
+        if sock.getsockopt(zmq.RECONNECT_IVL_MAX) > LOCAL_RECONNECT_IVL_MAX_MS:  # 0 = no backoff at all
+            sock.setsockopt(zmq.RECONNECT_IVL_MAX, LOCAL_RECONNECT_IVL_MAX_MS)
     sock.connect(endpoint)
 
 

@@ -10,6 +10,7 @@ wait, then the real publisher starts.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import zmq
@@ -18,6 +19,7 @@ from support.daemon import Daemon
 from support.messages import crop_message
 from support.subscriber import text_is
 from support.wait import wait_until
+from textwatch import bus
 
 
 def process(module: str, *args: str) -> list[str]:
@@ -46,3 +48,26 @@ def test_a_worker_waits_for_the_publisher_before_taking_a_crop_and_its_first_res
             _, body = sub.wait_for(text_is("EARLY LINE"), timeout=30)
         assert body["worker"] == "early-1"
         assert daemon.terminate_all(timeout=15) == {"publisher": 0, "worker": 0}
+
+
+def test_a_local_subscriber_joins_a_late_publisher_within_a_fraction_of_a_second(tmp_path: Path) -> None:
+    """history's and the MQTT bridge's SUB on the publisher's ipc endpoint: ZeroMQ backs its reconnects
+    off up to bus.RECONNECT_IVL_MAX_MS (5 s), which after a 3 s wait for the publisher meant joining
+    up to 3 s after its bind and missing what it published meanwhile. On ipc the cap is 0.2 s."""
+    endpoint = f"ipc://{tmp_path / 'late.ipc'}"
+    ctx = zmq.Context.instance()
+    sub = bus.subscriber(ctx, endpoint, ["late"], rcvhwm=100)
+    pub = ctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    try:
+        time.sleep(3.2)  # on purpose: nobody has bound yet, the subscriber's backoff grows (0.1, 0.2, 0.4 ... s)
+        pub.bind(endpoint)
+        bound = time.monotonic()
+        while not sub.poll(20):
+            pub.send_multipart([b"late", b"x"])
+            assert time.monotonic() - bound < 10, "the subscriber never joined"
+        joined = time.monotonic() - bound
+    finally:
+        sub.close()
+        pub.close()
+    assert joined < 1.5, f"joined {joined:.2f} s after the bind"
