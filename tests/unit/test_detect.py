@@ -14,6 +14,7 @@ from support.models import write_random_weights
 from support.paths import shared_path
 from textwatch.config import DetectorSettings
 from textwatch.detect.darknet import check_weights, parse_cfg
+from textwatch.detect.geometry import fitted_tile, tiles, tiles_per_axis
 from textwatch.detect.merge import merge_line_fragments, reading_order
 from textwatch.detect.runtime import Detector, choose_backend, cuda_device_count
 from textwatch.errors import BackendUnavailable, ModelError
@@ -54,12 +55,36 @@ def test_batch_equals_single(tiny_model) -> None:
 
 def test_tiling_adds_views_for_large_frames(tiny_model) -> None:
     cfg, weights = tiny_model
-    detector = Detector(DetectorSettings(cfg=cfg, weights=weights, backend="cpu", tile_size=640))
+    detector = Detector(DetectorSettings(cfg=cfg, weights=weights, backend="cpu", tile_size=640, tile_fit=False))
     views, _ = detector._views([np.zeros((720, 1280, 3), np.uint8), np.zeros((480, 640, 3), np.uint8)])
     regions = [v.region for v in views if v.frame == 0]
     assert regions[0] == (0, 0, 1280, 720) and len(regions) > 1
     assert all(x2 - x1 == 640 and y2 - y1 == 640 for x1, y1, x2, y2 in regions[1:])
     assert [v.region for v in views if v.frame == 1] == [(0, 0, 640, 480)]
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "edge"),
+    [(1280, 720, 493), (754, 1000, 556), (461, 933, 519), (1920, 1080, 600), (600, 1200, 600)],
+)
+def test_fitted_tiles_are_as_many_as_tile_size_gives_and_as_small_as_they_can_be(width, height, edge) -> None:
+    """tile_fit: the same number of tiles (forwards) as tile_size 640, each only as large as that count needs
+    to cover the frame with the overlap, so text reaches the network larger; an axis one tile spans
+    keeps its whole length (461 px wide receipt, 600 px wide page)."""
+    fitted = fitted_tile(width, height, 640, 0.2, smallest=416)
+    assert fitted == edge
+    assert tiles_per_axis(width, height, fitted, 0.2) == tiles_per_axis(width, height, 640, 0.2)
+    assert tiles_per_axis(width, height, fitted - 1, 0.2) != tiles_per_axis(width, height, 640, 0.2) or fitted == 416
+    parts = tiles(width, height, fitted, 0.2)
+    assert min(x1 for x1, _, _, _ in parts) == 0 and max(x2 for _, _, x2, _ in parts) == width
+    assert min(y1 for _, y1, _, _ in parts) == 0 and max(y2 for _, _, _, y2 in parts) == height
+
+
+def test_fitted_tiles_never_go_below_the_network_input() -> None:
+    """A tile smaller than the network input would only be enlarged into it: `smallest` (the detector passes
+    its input size) bounds the fitting; 3 x 2 tiles of 493 would cover 1280x720, but not below 560 here."""
+    assert fitted_tile(1280, 720, 640, 0.2, smallest=560) == 560
+    assert tiles_per_axis(1280, 720, 560, 0.2) == (3, 2)
 
 
 def test_weights_size_mismatch_names_both_sizes(tiny_model, tmp_path) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 
 from textwatch.config import DetectorSettings
 from textwatch.detect.darknet import DarknetModel, check_weights, parse_cfg
-from textwatch.detect.geometry import Box, Letterbox, clip_boxes, letterbox, tiles
+from textwatch.detect.geometry import Box, Letterbox, clip_boxes, fitted_tile, letterbox, tiles
 from textwatch.detect.lines import gray_of, refine_ends, split_rows
 from textwatch.detect.merge import merge_line_fragments, nms
 from textwatch.errors import BackendUnavailable, ModelError
@@ -322,6 +322,8 @@ class Detector:
         while len(parts) > MAX_TILES:
             size = int(size * 1.25) + 1
             parts = tiles(w, h, size, s.tile_overlap)
+        if s.tile_fit:
+            parts = tiles(w, h, fitted_tile(w, h, size, s.tile_overlap, min(self.input_size)), s.tile_overlap)
         return whole + [p for p in parts if p != whole[0]]
 
     def _forward(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
