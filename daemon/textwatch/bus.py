@@ -99,10 +99,10 @@ SUBSCRIBER_KEEPALIVE_CNT = 6
 RECONNECT_IVL_MS = 100  # first reconnect delay; ZeroMQ doubles it up to the cap
 RECONNECT_IVL_MAX_MS = 5000
 # The cap on an ipc link between our own processes (a producer's results to the publisher, a
-# worker's crops from detect, history's and the MQTT bridge's subscriptions): a retry there costs a failed connect() on a local socket file,
-# while every second of backoff after the peer binds is a second of results sent into nothing.
-# Regression: a worker started before the publisher bound was still backing off when its wait
-# for the publisher ended, took crops anyway, and the first line of a file was read and lost.
+# worker's crops from detect, history's and the MQTT bridge's subscriptions): a retry there
+# costs a failed connect() on a local socket file, while every second of backoff after the peer
+# binds is a second of messages sent into nothing. (A worker that started before the publisher
+# bound could still be backing off when its old 5 s wait for the publisher ended.)
 LOCAL_RECONNECT_IVL_MAX_MS = 200
 
 # sockaddr_un.sun_path holds 108 bytes on Linux (104 on BSD): refuse longer paths

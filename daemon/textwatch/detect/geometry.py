@@ -88,7 +88,10 @@ def fitted_tile(width: int, height: int, tile: int, overlap: float, smallest: in
     1.3x larger at the network input. An axis a single tile spans keeps its whole length.
     """
     counts = tiles_per_axis(width, height, tile, overlap)
-    need = [length if count == 1 else length / (1 + (count - 1) * (1.0 - overlap)) for length, count in zip((width, height), counts)]
+    need = [
+        length if count == 1 else length / (1 + (count - 1) * (1.0 - overlap))
+        for length, count in zip((width, height), counts)
+    ]
     fitted = min(tile, max(smallest, int(np.ceil(max(need)))))
     while fitted < tile and tiles_per_axis(width, height, fitted, overlap) != counts:
         fitted += 1  # int() of the step in tile_origins can ask for a pixel or two more

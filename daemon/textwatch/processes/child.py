@@ -123,8 +123,8 @@ class Process(ABC):
         every PUBLISHER_WARN_EVERY_S while it lasts. A supervised child is constructed
         within pipeline.start_timeout_s or is restarted (it has not beaten yet); a remote
         worker waits for its daemon. Regression: the wait used to end after 5 s with
-        "taking crops anyway", and a worker still in reconnect backoff read the first
-        line of a file into nothing.
+        "taking crops anyway", so a worker still in reconnect backoff could read the
+        first line of a file into nothing.
         """
         started = time.monotonic()
         wait_s = PUBLISHER_WARN_S
