@@ -18,6 +18,7 @@ import time
 import pytest
 import zmq
 
+from support.cli import process_command
 from support.daemon import Daemon
 from support.messages import crop_message, text_result
 from support.ports import free_port, free_port_pair
@@ -46,11 +47,6 @@ def has(topic: str, pred=lambda p: True):
 
 # ---------------------------------------------------------------- real processes
 
-def process(module: str, *args: str) -> list[str]:
-    """One daemon process on its own: `python -m textwatch.processes.MODULE CONFIG ...`."""
-    return [sys.executable, "-m", f"textwatch.processes.{module}", *args]
-
-
 def worker_cli(*args: str) -> list[str]:
     """The real `textwatch worker` console script."""
     return [str(Path(sys.executable).with_name("textwatch")), "worker", *args]
@@ -67,7 +63,10 @@ def daemon(tmp_path_factory: pytest.TempPathFactory):
         f'[bus]\nruntime_dir = "{folder / "run"}"\npublish = "tcp://127.0.0.1:{publish}"\n'
         f'pool = "tcp://127.0.0.1:{pool}"\npool_plaintext_loopback = true\npublish_hwm = 200\n'
     )
-    processes = {"publisher": process("publisher", str(config)), "worker": process("ocr", str(config), "--name", "local-1")}
+    processes = {
+        "publisher": process_command("publisher", str(config)),
+        "worker": process_command("ocr", str(config), "--name", "local-1"),
+    }
     with Daemon(config, processes) as state:
         state.play_detect()
         sub = state.subscriber("stats")

@@ -14,14 +14,13 @@ import contextlib
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import zmq
 
-from support.cli import textwatch_exe
+from support.cli import process_command, textwatch_exe
 from support.daemon import Daemon
 from support.messages import text_result
 from support.ports import free_port, free_port_pair
@@ -79,7 +78,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory):
         f'[bus]\nruntime_dir = "{folder / "run"}"\npublish = "tcp://127.0.0.1:{publish}"\n'
         f'pool = "tcp://127.0.0.1:{pool}"\npool_plaintext_loopback = true\npublish_hwm = {PUBLISH_HWM}\n'
     )
-    command = [sys.executable, "-m", "textwatch.processes.publisher", str(config)]
+    command = process_command("publisher", str(config))
     with Daemon(config, {"publisher": command}) as daemon:
         state = Bus(daemon)
         yield state

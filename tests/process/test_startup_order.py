@@ -9,12 +9,12 @@ wait, then the real publisher starts.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import zmq
 
+from support.cli import process_command
 from support.daemon import Daemon
 from support.messages import crop_message
 from support.subscriber import text_is
@@ -22,27 +22,23 @@ from support.wait import wait_until
 from textwatch import bus
 
 
-def process(module: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", f"textwatch.processes.{module}", *args]
-
-
 def test_a_worker_waits_for_the_publisher_before_taking_a_crop_and_its_first_result_arrives(tmp_path: Path) -> None:
     """Regression (session 8): the worker's wait for the publisher ended after 5 s with "taking crops
-    anyway", while its results link was still in reconnect backoff (up to 5 s); the first line of a
-    file was read and published into nothing, and test_daemon's FIRST LINE went missing under load."""
+    anyway", while its results link could still be in reconnect backoff (up to 5 s), so the first line
+    of a file could be read and published into nothing."""
     config = tmp_path / "textwatch.toml"
     config.write_text(
         "[pipeline]\nworkers = 1\nstats_interval_s = 0.5\n[metrics]\nenabled = false\n[history]\nenabled = false\n"
         f'[bus]\nruntime_dir = "{tmp_path / "run"}"\npublish = "ipc://{tmp_path / "run" / "out.ipc"}"\n'
     )
-    with Daemon(config, {"worker": process("ocr", str(config), "--name", "early-1")}) as daemon:
+    with Daemon(config, {"worker": process_command("ocr", str(config), "--name", "early-1")}) as daemon:
         push = daemon.play_detect()
         push.setsockopt(zmq.SNDTIMEO, 30_000)
         wait_until(lambda: "publisher_not_reachable" in daemon.log_text("worker"), timeout=60,
                    message=lambda: daemon.log_text("worker")[-2000:])
         assert not push.poll(0, zmq.POLLOUT), "the worker joined the pool before the publisher listened"
 
-        daemon.start("publisher", process("publisher", str(config)))
+        daemon.start("publisher", process_command("publisher", str(config)))
         with daemon.subscriber("text.") as sub:
             push.send_multipart(crop_message("EARLY LINE", "cam1", seq=1))
             _, body = sub.wait_for(text_is("EARLY LINE"), timeout=30)

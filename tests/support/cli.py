@@ -13,6 +13,11 @@ def textwatch_exe() -> Path:
     return Path(sys.executable).with_name("textwatch")
 
 
+def process_command(module: str, *args: str) -> list[str]:
+    """One daemon process on its own: `python -m textwatch.processes.MODULE CONFIG ...`."""
+    return [sys.executable, "-m", f"textwatch.processes.{module}", *args]
+
+
 def run_cli(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
     """The real `textwatch` console script in a subprocess."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
