@@ -212,6 +212,23 @@ def test_overlapping_guesses_of_different_height_merge() -> None:
     assert len(merge_line_fragments(touching)) == 2  # a small label beside big text stays apart
 
 
+def test_a_whole_line_guess_holding_its_tile_pieces_is_kept() -> None:
+    """Regression (issue 15): the whole frame's box over the seed's large "Align Text" (0.9) held
+    the two pieces its fitted tiles cut, side by side on one row; counted as two lines, it was
+    dropped as a paragraph guess, and the pieces were read as "Align" and "TexT"."""
+    boxes = np.array(
+        [[305, 170, 917, 287, 0.9], [335, 227, 596, 278, 0.35], [669, 228, 857, 268, 0.2]], dtype=np.float32
+    )
+    assert [tuple(map(int, r[:4])) for r in merge_line_fragments(boxes)] == [(305, 170, 917, 287)]
+    two_rows = np.array(
+        [[100, 100, 400, 160, 0.9], [110, 105, 390, 125, 0.5], [110, 135, 390, 155, 0.5]], dtype=np.float32
+    )
+    assert sorted(tuple(map(int, r[:4])) for r in merge_line_fragments(two_rows)) == [
+        (110, 105, 390, 125),
+        (110, 135, 390, 155),
+    ]  # a box over two rows is still a paragraph guess
+
+
 def test_a_huge_frame_gets_bounded_tiles_and_bounded_passes(tmp_path: Path) -> None:
     """Regression (issue 22): a 10000x10000 image put every 640 px tile (400) into one
     forward (88 s, 6.9 GB). Now at most MAX_TILES tiles, and at most MAX_FORWARD views a pass."""

@@ -52,7 +52,7 @@ def ref_merge_line_fragments(boxes: np.ndarray) -> np.ndarray:
                 pending = [p for p in pending if p is not other]
                 changed = True
         united.append(current)
-    kept = [box for box in united if sum(ref_contained(o, box) for o in united if o is not box) < 2]
+    kept = [box for box in united if not ref_holds_two_rows(box, [o for o in united if o is not box])]
     result: list[np.ndarray] = []
     for box in sorted(kept, key=lambda b: -b[4]):
         for index, old in enumerate(result):
@@ -62,6 +62,17 @@ def ref_merge_line_fragments(boxes: np.ndarray) -> np.ndarray:
         else:
             result.append(box)
     return np.array(result, dtype=np.float32).reshape(-1, 5)
+
+
+def ref_holds_two_rows(box: np.ndarray, others: list[np.ndarray]) -> bool:
+    """Issue 15's block rule: the boxes inside `box` lie on two rows (pieces side by side are one)."""
+    held = [o for o in others if ref_contained(o, box)]
+    for i, a in enumerate(held):
+        for b in held[i + 1 :]:
+            low = min(a[3] - a[1], b[3] - b[1])
+            if low <= 0 or (min(a[3], b[3]) - max(a[1], b[1])) / low < merge.SAME_LINE_OVERLAP:
+                return True
+    return False
 
 
 def ref_ink_extent(columns, rules, x1, x2, h):

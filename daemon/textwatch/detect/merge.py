@@ -107,10 +107,27 @@ def unite_same_line(boxes: np.ndarray) -> np.ndarray:
 
 
 def drop_blocks(lines: np.ndarray) -> np.ndarray:
-    """A box holding two or more other lines is a paragraph guess, not a line: drop it."""
+    """A box holding boxes on two or more rows is a paragraph guess, not a line: drop it.
+
+    Boxes side by side on one row inside it are pieces of one line, and it stays (to absorb
+    them): a whole-frame guess at a large line holds the pieces its tiles cut, and counting
+    those pieces as lines dropped the whole line (regression, issue 15: the seed's "Align
+    Text" read as "Align" and "TexT" with fitted tiles)."""
     inside = contained_in(lines, lines)
     np.fill_diagonal(inside, False)
-    return lines[inside.sum(axis=0) < 2]
+    apart = ~on_one_row(lines)
+    blocks = [bool(apart[np.ix_(held, held)].any()) for held in (inside[:, j] for j in range(len(lines)))]
+    return lines[~np.asarray(blocks, dtype=bool)]
+
+
+def on_one_row(boxes: np.ndarray) -> np.ndarray:
+    """[i, k]: boxes i and k share SAME_LINE_OVERLAP of the lower one's height, so one row holds both."""
+    top = np.maximum(boxes[:, None, 1], boxes[None, :, 1])
+    bottom = np.minimum(boxes[:, None, 3], boxes[None, :, 3])
+    heights = boxes[:, 3] - boxes[:, 1]
+    low = np.minimum(heights[:, None], heights[None, :])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (low > 0) & ((bottom - top) / low >= SAME_LINE_OVERLAP)
 
 
 def absorb_contained(lines: np.ndarray) -> np.ndarray:
