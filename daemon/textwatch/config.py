@@ -66,10 +66,10 @@ class DetectorSettings(Strict):
     tile_size: int = Field(640, ge=256, le=8192, description="tile edge in frame pixels")
     tile_overlap: float = Field(0.2, ge=0.0, le=0.5, description="fraction of a tile shared with its neighbour")
     tile_fit: bool = Field(
-        False,
+        True,
         description="shrink the tiles to the smallest edge (not below the network input) that covers the frame with "
-        "as many tiles as tile_size gives: the same forwards, text larger at the network, but a large line wider "
-        "than a tile is then left to the whole-frame view (docs/detector.md)",
+        "as many tiles as tile_size gives: the same forwards, text larger at the network; a line wider than a tile "
+        "is read whole from the whole-frame view (docs/detector.md)",
     )
     min_box_height: int = Field(6, ge=1, description="boxes lower than this (frame pixels) are dropped")
     refine_lines: bool = Field(
