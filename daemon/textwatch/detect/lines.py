@@ -42,6 +42,8 @@ SOLID_FILL = 0.8  # ... "full": at least this share of the row's middle rows is 
 SOLID = 0.35  # a run of full-height "ink" columns wider than this (line heights) is a surface, not text
 MIN_BACKGROUND = 0.15  # a band needs at least this share of empty columns to be refined at all
 CORE = 0.2  # the top and bottom share of a row left out of its column profile (neighbours' ascenders)
+MAX_SLANT_DEG = 4.0  # rows tilted up to this much (a receipt photographed askew) are split along their slant
+SLANT_STEP_DEG = 0.5  # the slants tried, from -MAX_SLANT_DEG to +MAX_SLANT_DEG
 
 
 def ink_mask(gray: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
@@ -77,8 +79,62 @@ def split_rows(gray: npt.NDArray[np.uint8], box: Box) -> list[Box]:
     x1, y1, x2, y2 = box
     bands = split_lines(gray[y1:y2, x1:x2])
     if len(bands) < 2:
-        return [box]
+        return slanted_rows(gray, box)
     return [(x1, y1 + a + top, x2, y1 + a + bottom) for a, b in bands for top, bottom in [_inked(gray[y1 + a : y1 + b, x1:x2])]]
+
+
+def slanted_rows(gray: npt.NDArray[np.uint8], box: Box) -> list[Box]:
+    """A box whose rows run at a slant, as one box per row (the bounding box of each row's ink);
+    a one-row box comes back as it is.
+
+    On a receipt or form photographed a few degrees askew, each row's ink spills into the
+    straight projection's gaps, so `split_lines` sees one band and a box over two or three rows
+    went to the recognizer whole, which reads one of them (SROIE: whole header blocks lost).
+    The ink is projected along each slant up to MAX_SLANT_DEG; the sharpest profile (the
+    largest sum of squares: rows stacked on rows, gaps empty) is the rows' slant, and its
+    bands are cut by the same rules as split_lines'. A straight best slant means one row."""
+    x1, y1, x2, y2 = box
+    ink = ink_mask(gray[y1:y2, x1:x2])
+    ys, xs = np.nonzero(ink)
+    h, w = ink.shape
+    if h < 8 or w < 4 or len(ys) < 2 * h:
+        return [box]
+    shifted, profile = _sharpest_slant(ys, xs, w)
+    if shifted is None:
+        return [box]
+    bands = profile_bands(profile, w)
+    if len(bands) < 2:
+        return [box]
+    cuts = [(upper[1] + lower[0]) // 2 for upper, lower in zip(bands, bands[1:])]
+    row_of = np.searchsorted(np.asarray(cuts), shifted, side="right")
+    rows = []
+    for row in range(len(bands)):
+        mine = row_of == row
+        if mine.any():
+            rx, ry = xs[mine], ys[mine]
+            rows.append((x1 + int(rx.min()), y1 + int(ry.min()), x1 + int(rx.max()) + 1, y1 + int(ry.max()) + 1))
+    return rows if len(rows) > 1 else [box]
+
+
+def _sharpest_slant(
+    ys: npt.NDArray[np.intp], xs: npt.NDArray[np.intp], w: int
+) -> tuple[npt.NDArray[np.intp] | None, npt.NDArray[np.intp]]:
+    """(each ink pixel's row along the sharpest slant, that slant's profile); (None, the straight
+    profile) when the straight projection is the sharpest."""
+    straight = np.bincount(ys)
+    best, best_score = None, float(np.square(straight, dtype=np.float64).sum())
+    steps = int(round(MAX_SLANT_DEG / SLANT_STEP_DEG))
+    for step in range(-steps, steps + 1):
+        if step == 0:
+            continue
+        slope = math.tan(math.radians(step * SLANT_STEP_DEG))
+        shifted = np.round(ys - (xs - w / 2) * slope).astype(np.intp)
+        shifted -= shifted.min()
+        profile = np.bincount(shifted)
+        score = float(np.square(profile, dtype=np.float64).sum())
+        if score > best_score:
+            best, best_score = (shifted, profile), score
+    return best if best is not None else (None, straight)
 
 
 def _inked(part: npt.NDArray[np.uint8]) -> tuple[int, int]:
@@ -262,11 +318,33 @@ def split_lines(
     if h < 8 or w < 4:
         return whole
 
-    ink = ink_mask(gray)
-
-    profile = ink.sum(axis=1)
-    if profile.max() == 0:
+    bands = profile_bands(
+        ink_mask(gray).sum(axis=1), w, gap_ratio=gap_ratio, thin_ratio=thin_ratio, min_line_aspect=min_line_aspect
+    )
+    if len(bands) < 2:
         return whole
+
+    out: list[tuple[int, int]] = []
+    for k, (a, b) in enumerate(bands):
+        pad = round(pad_ratio * (b - a))
+        top = 0 if k == 0 else (bands[k - 1][1] + a) // 2
+        bottom = h if k == len(bands) - 1 else (b + bands[k + 1][0]) // 2
+        out.append((max(top, a - pad), min(bottom, b + pad)))
+    return out
+
+
+def profile_bands(
+    profile: npt.NDArray[np.intp],
+    width: int,
+    *,
+    gap_ratio: float = 0.05,
+    thin_ratio: float = 0.3,
+    min_line_aspect: float = 2.0,
+) -> list[list[int]]:
+    """The text rows [top, bottom) of a horizontal ink profile by split_lines' steps 2-5; fewer
+    than two when the profile holds one row."""
+    if profile.max() == 0:
+        return []
     rows = profile > gap_ratio * profile.max()
     bands: list[list[int]] = []
     for y, on in enumerate(rows):
@@ -289,15 +367,6 @@ def split_lines(
         bands[lo] = [bands[lo][0], bands[hi][1]]
         del bands[hi]
 
-    if len(bands) < 2:
-        return whole
-    if float(np.median([b - a for a, b in bands])) * min_line_aspect > w:
-        return whole
-
-    out: list[tuple[int, int]] = []
-    for k, (a, b) in enumerate(bands):
-        pad = round(pad_ratio * (b - a))
-        top = 0 if k == 0 else (bands[k - 1][1] + a) // 2
-        bottom = h if k == len(bands) - 1 else (b + bands[k + 1][0]) // 2
-        out.append((max(top, a - pad), min(bottom, b + pad)))
-    return out
+    if len(bands) < 2 or float(np.median([b - a for a, b in bands])) * min_line_aspect > width:
+        return bands[:1]
+    return bands
