@@ -120,21 +120,20 @@ def _sharpest_slant(
     ys: npt.NDArray[np.intp], xs: npt.NDArray[np.intp], w: int
 ) -> tuple[npt.NDArray[np.intp] | None, npt.NDArray[np.intp]]:
     """(each ink pixel's row along the sharpest slant, that slant's profile); (None, the straight
-    profile) when the straight projection is the sharpest."""
-    straight = np.bincount(ys)
-    best, best_score = None, float(np.square(straight, dtype=np.float64).sum())
+    profile) when the straight projection is the sharpest. All slants in one bincount: this runs
+    for nearly every box of a frame (issue 15's speed bound)."""
     steps = int(round(MAX_SLANT_DEG / SLANT_STEP_DEG))
-    for step in range(-steps, steps + 1):
-        if step == 0:
-            continue
-        slope = math.tan(math.radians(step * SLANT_STEP_DEG))
-        shifted = np.round(ys - (xs - w / 2) * slope).astype(np.intp)
-        shifted -= shifted.min()
-        profile = np.bincount(shifted)
-        score = float(np.square(profile, dtype=np.float64).sum())
-        if score > best_score:
-            best, best_score = (shifted, profile), score
-    return best if best is not None else (None, straight)
+    slopes = np.tan(np.radians(np.arange(-steps, steps + 1) * SLANT_STEP_DEG))
+    shifted = np.rint(ys[None, :] - (xs[None, :] - w / 2) * slopes[:, None]).astype(np.intp)
+    shifted -= shifted.min(axis=1, keepdims=True)
+    length = int(shifted.max()) + 1
+    profiles = np.bincount((shifted + length * np.arange(len(slopes))[:, None]).ravel(), minlength=length * len(slopes))
+    profiles = profiles.reshape(len(slopes), length)
+    scores = np.square(profiles, dtype=np.float64).sum(axis=1)
+    best = int(np.argmax(scores))
+    if best == steps or scores[best] <= scores[steps]:
+        return None, profiles[steps]
+    return shifted[best], profiles[best][: int(shifted[best].max()) + 1]
 
 
 def _inked(part: npt.NDArray[np.uint8]) -> tuple[int, int]:
