@@ -159,3 +159,15 @@ def test_one_row_at_a_slant_stays_one_box() -> None:
         gray, _ = askew_rows(angle, RECEIPT_ROWS[:1])
         box = ink_box(gray, (0, 0, gray.shape[1], gray.shape[0]))
         assert split_rows(gray, box) == [box], angle
+
+
+def test_a_thin_stroke_above_a_turned_row_is_not_a_row() -> None:
+    """Regression (issue 15): a slanted split cut a 3 px sliver (a crumpled receipt's edge) off
+    "THANK YOU !!" as a row of its own, and its read, "THANIYOLLH", was printed beside the line.
+    Here: a row turned 3 degrees under a straight dashed 3 px stroke (a torn edge, perforation)."""
+    gray, _ = askew_rows(3.0, RECEIPT_ROWS[:1])
+    x1, y1, x2, _ = ink_box(gray, (0, 0, gray.shape[1], gray.shape[0]))
+    for x in range(x1, x2, 12):
+        gray[y1 - 11 : y1 - 8, x : x + 4] = 10
+    box = ink_box(gray, (0, 0, gray.shape[1], gray.shape[0]))
+    assert split_rows(gray, box) == [box]
