@@ -44,7 +44,7 @@ MIN_BACKGROUND = 0.15  # a band needs at least this share of empty columns to be
 CORE = 0.2  # the top and bottom share of a row left out of its column profile (neighbours' ascenders)
 MAX_SLANT_DEG = 4.0  # rows tilted up to this much (a receipt photographed askew) are split along their slant
 SLANT_STEP_DEG = 0.5  # the slants tried, from -MAX_SLANT_DEG to +MAX_SLANT_DEG
-EVEN_ROWS = 0.5  # slanted rows are one font: a row lower than this share of the tallest voids the split
+EVEN_ROWS = 0.5  # slanted rows are one font: a "row" lower than this share of the tallest is no row
 
 
 def ink_mask(gray: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
@@ -114,10 +114,9 @@ def slanted_rows(gray: npt.NDArray[np.uint8], box: Box) -> list[Box]:
         if mine.any():
             rx, ry = xs[mine], ys[mine]
             rows.append((x1 + int(rx.min()), y1 + int(ry.min()), x1 + int(rx.max()) + 1, y1 + int(ry.max()) + 1))
-    heights = [row[3] - row[1] for row in rows]
-    if len(rows) < 2 or min(heights) < EVEN_ROWS * max(heights):
-        return [box]  # a sliver is a neighbour's edge or a stroke, not a row (its read is noise)
-    return rows
+    tallest = max((row[3] - row[1] for row in rows), default=0)
+    rows = [row for row in rows if row[3] - row[1] >= EVEN_ROWS * tallest]  # a sliver is an edge or a stroke
+    return rows if len(rows) > 1 else [box]
 
 
 def _sharpest_slant(
