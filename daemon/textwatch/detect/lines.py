@@ -75,16 +75,22 @@ def gray_of(frame: np.ndarray) -> npt.NDArray[np.uint8]:
 
 
 def split_rows(gray: npt.NDArray[np.uint8], box: Box) -> list[Box]:
-    """A box holding several text rows as one box per row (`split_lines` on its pixels); a
-    one-row box comes back as it is."""
+    """A box holding several text rows as one box per row (split_lines' rule on its pixels, then
+    along a slant); a one-row box comes back as it is. The box's ink is thresholded once for
+    both: this runs for every box of a frame."""
     x1, y1, x2, y2 = box
-    bands = split_lines(gray[y1:y2, x1:x2])
+    h, w = y2 - y1, x2 - x1
+    if h < 8 or w < 4:
+        return [box]
+    ink = ink_mask(gray[y1:y2, x1:x2])
+    bands = profile_bands(ink.sum(axis=1), w)
     if len(bands) < 2:
-        return slanted_rows(gray, box)
-    return [(x1, y1 + a + top, x2, y1 + a + bottom) for a, b in bands for top, bottom in [_inked(gray[y1 + a : y1 + b, x1:x2])]]
+        return slanted_rows(ink, box)
+    rows = padded_rows(bands, h)
+    return [(x1, y1 + a + top, x2, y1 + a + bottom) for a, b in rows for top, bottom in [_inked(gray[y1 + a : y1 + b, x1:x2])]]
 
 
-def slanted_rows(gray: npt.NDArray[np.uint8], box: Box) -> list[Box]:
+def slanted_rows(ink: npt.NDArray[np.bool_], box: Box) -> list[Box]:
     """A box whose rows run at a slant, as one box per row (the bounding box of each row's ink);
     a one-row box comes back as it is.
 
@@ -93,16 +99,17 @@ def slanted_rows(gray: npt.NDArray[np.uint8], box: Box) -> list[Box]:
     went to the recognizer whole, which reads one of them (SROIE: whole header blocks lost).
     The ink is projected along each slant up to MAX_SLANT_DEG; the sharpest profile (the
     largest sum of squares: rows stacked on rows, gaps empty) is the rows' slant, and its
-    bands are cut by the same rules as split_lines'. A straight best slant means one row."""
-    x1, y1, x2, y2 = box
-    ink = ink_mask(gray[y1:y2, x1:x2])
+    bands are cut by the same rules as split_lines'. A straight best slant means one row.
+    `ink` is the box's ink mask."""
+    x1, y1 = box[0], box[1]
     ys, xs = np.nonzero(ink)
     h, w = ink.shape
-    if h < 8 or w < 4 or len(ys) < 2 * h:
+    if len(ys) < 2 * h:
         return [box]
-    shifted, profile = _sharpest_slant(ys, xs, w)
-    if shifted is None:
+    slant = _sharpest_slant(ys, xs, w)
+    if slant is None:
         return [box]
+    shifted, profile = slant
     bands = profile_bands(profile, w)
     if len(bands) < 2:
         return [box]
@@ -121,10 +128,10 @@ def slanted_rows(gray: npt.NDArray[np.uint8], box: Box) -> list[Box]:
 
 def _sharpest_slant(
     ys: npt.NDArray[np.intp], xs: npt.NDArray[np.intp], w: int
-) -> tuple[npt.NDArray[np.intp] | None, npt.NDArray[np.intp]]:
-    """(each ink pixel's row along the sharpest slant, that slant's profile); (None, the straight
-    profile) when the straight projection is the sharpest. All slants in one bincount: this runs
-    for nearly every box of a frame (issue 15's speed bound)."""
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]] | None:
+    """(each ink pixel's row along the sharpest slant, that slant's profile); None when the
+    straight projection is the sharpest. All slants in one bincount: this runs for nearly every
+    box of a frame (issue 15's speed bound)."""
     steps = int(round(MAX_SLANT_DEG / SLANT_STEP_DEG))
     slopes = np.tan(np.radians(np.arange(-steps, steps + 1) * SLANT_STEP_DEG))
     shifted = np.rint(ys[None, :] - (xs[None, :] - w / 2) * slopes[:, None]).astype(np.intp)
@@ -135,7 +142,7 @@ def _sharpest_slant(
     scores = np.square(profiles, dtype=np.float64).sum(axis=1)
     best = int(np.argmax(scores))
     if best == steps or scores[best] <= scores[steps]:
-        return None, profiles[steps]
+        return None
     return shifted[best], profiles[best][: int(shifted[best].max()) + 1]
 
 
@@ -323,9 +330,14 @@ def split_lines(
     bands = profile_bands(
         ink_mask(gray).sum(axis=1), w, gap_ratio=gap_ratio, thin_ratio=thin_ratio, min_line_aspect=min_line_aspect
     )
-    if len(bands) < 2:
-        return whole
+    return padded_rows(bands, h, pad_ratio)
 
+
+def padded_rows(bands: list[list[int]], h: int, pad_ratio: float = 0.25) -> list[tuple[int, int]]:
+    """split_lines' step 6 on a crop `h` rows tall: each band padded, never into its neighbours;
+    fewer than two bands is the whole crop."""
+    if len(bands) < 2:
+        return [(0, h)]
     out: list[tuple[int, int]] = []
     for k, (a, b) in enumerate(bands):
         pad = round(pad_ratio * (b - a))
