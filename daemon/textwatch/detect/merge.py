@@ -115,9 +115,10 @@ def drop_blocks(lines: np.ndarray) -> np.ndarray:
     Text" read as "Align" and "TexT" with fitted tiles)."""
     inside = contained_in(lines, lines)
     np.fill_diagonal(inside, False)
-    apart = ~on_one_row(lines)
-    blocks = [bool(apart[np.ix_(held, held)].any()) for held in (inside[:, j] for j in range(len(lines)))]
-    return lines[~np.asarray(blocks, dtype=bool)]
+    holds = inside.T.astype(np.int32)  # [j, i]: box j holds box i
+    apart = (~on_one_row(lines)).astype(np.int32)
+    blocks = ((holds @ apart) * holds).any(axis=1)  # j holds some i and some k on another row than i
+    return lines[~blocks]
 
 
 def on_one_row(boxes: np.ndarray) -> np.ndarray:
